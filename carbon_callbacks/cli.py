@@ -1,0 +1,190 @@
+"""The ``carbon-callbacks`` command: detect, run, demo."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import signal
+import subprocess
+import sys
+import warnings
+from collections.abc import Sequence
+from types import FrameType
+from typing import Any
+
+from carbon_callbacks._version import __version__
+
+EPILOG = "Location can also come from CARBON_CALLBACKS_COUNTRY / _REGION / _CLOUD."
+
+
+def _add_location_args(p: argparse.ArgumentParser) -> None:
+    g = p.add_argument_group("location and power (all optional)")
+    g.add_argument("--country", help="ISO country code or name, e.g. FR or FRA")
+    g.add_argument("--region", help="sub-national region, e.g. US-CA, CA-QC, IN-MH")
+    g.add_argument("--cloud", help="cloud region, e.g. aws:us-east-1, gcp:europe-west1")
+    g.add_argument("--intensity", type=float, metavar="G_PER_KWH", help="force the intensity")
+    g.add_argument("--pue", type=float, default=1.0, help="data-centre PUE (default 1.0)")
+    g.add_argument("--cpu-power-w", type=float, help="force a constant CPU power (estimate)")
+    g.add_argument("--ram-power-w", type=float, help="force a constant RAM power (estimate)")
+
+
+def _tracker_kwargs(args: argparse.Namespace) -> dict[str, Any]:
+    return {
+        "country": args.country,
+        "region": args.region,
+        "cloud": args.cloud,
+        "intensity_g_per_kwh": args.intensity,
+        "pue": args.pue,
+        "cpu_power_w": args.cpu_power_w,
+        "ram_power_w": args.ram_power_w,
+    }
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="carbon-callbacks",
+        description="Energy and CO2 of ML training runs, measured where hardware allows.",
+        epilog=EPILOG,
+    )
+    parser.add_argument("--version", action="version", version=f"%(prog)s {__version__}")
+    sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+
+    p = sub.add_parser("detect", help="which sensors work here, and the location/intensity used")
+    _add_location_args(p)
+    p.add_argument("--json", action="store_true", help="print JSON instead of text")
+
+    p = sub.add_parser(
+        "run",
+        help="measure a command: carbon-callbacks run [options] -- COMMAND ...",
+        epilog=EPILOG,
+    )
+    _add_location_args(p)
+    p.add_argument("--output-dir", help="journal folder (default ./carbon_runs)")
+    p.add_argument(
+        "--interval", type=float, default=60.0, help="seconds between journal laps (default 60)"
+    )
+    p.add_argument("cmd", nargs=argparse.REMAINDER, help="the command, after --")
+
+    sub.add_parser("demo", help="train a tiny model with the callback into a local MLflow store")
+    return parser
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    argv = list(sys.argv[1:] if argv is None else argv)
+    if argv and argv[0] == "demo":
+        from carbon_callbacks import demo
+
+        return demo.main(argv[1:])
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    try:
+        if args.command == "detect":
+            return _detect(args)
+        if args.command == "run":
+            return _run(args, parser)
+    except ValueError as exc:  # configuration errors: one clear line, no traceback
+        print(f"carbon-callbacks: error: {exc}", file=sys.stderr)
+        return 2
+    parser.error(f"unknown command {args.command!r}")
+    return 2  # unreachable; parser.error exits
+
+
+def _detect(args: argparse.Namespace) -> int:
+    from carbon_callbacks.hardware import hardware_metadata
+    from carbon_callbacks.tracker import Tracker
+
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        tracker = Tracker(output_dir=None, **_tracker_kwargs(args))
+    intensity = tracker.intensity
+    hw = hardware_metadata(tracker.sensors)
+    report: dict[str, Any] = {
+        "sensors": [
+            {
+                "component": r.component,
+                "name": r.name,
+                "available": r.available,
+                "method": r.method,
+                "reason": r.reason,
+            }
+            for r in tracker.reports
+        ],
+        "methods": dict(tracker.methods),
+        "location": intensity.location,
+        "intensity_kind": intensity.kind,
+        "intensity_g_per_kwh": intensity.g_per_kwh,
+        "intensity_source": intensity.source,
+        "hardware": hw,
+        "warnings": [str(w.message) for w in caught],
+    }
+    tracker.close()
+    if args.json:
+        print(json.dumps(report, indent=2))
+        return 0
+    print("Sensors:")
+    for s in report["sensors"]:
+        mark = "yes" if s["available"] else "no "
+        method = f" [{s['method']}]" if s["method"] else ""
+        print(f"  {mark} {s['component']:<3} {s['name']}{method}: {s['reason']}")
+    print("Used: " + ", ".join(f"{c}={m}" for c, m in report["methods"].items()))
+    print(
+        f"Location: {intensity.location} ({intensity.kind}), {intensity.g_per_kwh:g} g/kWh "
+        f"from {intensity.source}"
+    )
+    print(
+        f"Hardware: {hw['cpu_model']} x{hw['cpu_count']}, RAM {hw['ram_gb']} GB, "
+        f"GPU {hw['gpu_model']}"
+    )
+    for w in report["warnings"]:
+        print(f"Warning: {w}")
+    return 0
+
+
+def _run(args: argparse.Namespace, parser: argparse.ArgumentParser) -> int:
+    from carbon_callbacks.equivalents import equivalents
+    from carbon_callbacks.outputs import summary
+    from carbon_callbacks.tracker import Tracker
+
+    cmd = list(args.cmd)
+    if cmd and cmd[0] == "--":
+        cmd = cmd[1:]
+    if not cmd:
+        parser.error("run needs a command after --, e.g. carbon-callbacks run -- python train.py")
+    if args.interval <= 0:
+        raise ValueError(f"--interval must be > 0 seconds, got {args.interval!r}")
+    kwargs = _tracker_kwargs(args)
+    if args.output_dir:
+        kwargs["output_dir"] = args.output_dir
+    tracker = Tracker(**kwargs)
+    tracker.start()
+    try:
+        child = subprocess.Popen(cmd)
+    except OSError as exc:
+        tracker.stop()
+        print(f"carbon-callbacks: cannot start {cmd[0]!r}: {exc}", file=sys.stderr)
+        return 127
+
+    def forward(signum: int, frame: FrameType | None) -> None:
+        child.send_signal(signum)
+
+    previous = {s: signal.signal(s, forward) for s in (signal.SIGINT, signal.SIGTERM)}
+    try:
+        while True:
+            try:
+                code = child.wait(timeout=args.interval)
+                break
+            except subprocess.TimeoutExpired:
+                tracker.lap()
+    finally:
+        for s, handler in previous.items():
+            signal.signal(s, handler)
+        totals = tracker.stop()
+        tracker.close()
+    print(summary(totals, equivalents(totals), title="carbon-callbacks run"), file=sys.stderr)
+    if tracker.journal_path is not None:
+        print(f"  journal: {tracker.journal_path}", file=sys.stderr)
+    return code if code >= 0 else 128 - code
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,45 @@
+"""Carbon intensity of electricity: bundled tables and their lookup.
+
+Tables (``carbon_callbacks/data``, built by ``scripts/build_data.py``; provenance and
+licences in ``DATA_LICENSES.md``): countries by ISO 3166-1 code (Ember, life-cycle),
+sub-national regions by ISO 3166-2 code (US, CA, IN, CN), and public AWS / GCP / Azure
+regions. Everything loads lazily on the first lookup and is cached; nothing here touches
+the network.
+
+Example:
+    >>> from carbon_callbacks.intensity import resolve
+    >>> resolve(country="FR").kind
+    'country'
+    >>> resolve(cloud="aws:eu-west-3").country
+    'FR'
+"""
+
+from __future__ import annotations
+
+from carbon_callbacks.intensity._model import CloudRegion, Intensity
+from carbon_callbacks.intensity._tables import reset
+from carbon_callbacks.intensity.cloud import cloud_regions, normalize_cloud
+from carbon_callbacks.intensity.locations import country_name, normalize_country, normalize_region
+from carbon_callbacks.intensity.lookup import (
+    ENV_CLOUD,
+    ENV_COUNTRY,
+    ENV_INTENSITY,
+    ENV_REGION,
+    resolve,
+)
+
+__all__ = [
+    "ENV_CLOUD",
+    "ENV_COUNTRY",
+    "ENV_INTENSITY",
+    "ENV_REGION",
+    "CloudRegion",
+    "Intensity",
+    "cloud_regions",
+    "country_name",
+    "normalize_cloud",
+    "normalize_country",
+    "normalize_region",
+    "reset",
+    "resolve",
+]

@@ -1,0 +1,109 @@
+"""What the trackers receive: metric dicts, the ``carbon.*`` tags, and the run summary.
+
+The framework callbacks do no arithmetic: they pass a lap and the totals here and log what
+comes back. Keys are a public contract (see the README's "Metrics and tags").
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+
+from carbon_callbacks.equivalents import MAIN_EQUIVALENTS, Equivalent
+from carbon_callbacks.hardware import hardware_metadata
+from carbon_callbacks.measurement import Measurement
+from carbon_callbacks.sensors.base import METHOD_DESCRIPTIONS
+from carbon_callbacks.tracker import Tracker
+
+PREFIX = "carbon/"
+
+
+def epoch_metrics(lap: Measurement, totals: Measurement) -> dict[str, float]:
+    """Per-epoch metrics (logged with step = epoch index) plus the running totals."""
+    metrics = {
+        "carbon/epoch_energy_kwh": lap.energy_kwh,
+        "carbon/epoch_emissions_kg": lap.emissions_kg,
+        "carbon/epoch_duration_s": lap.duration_s,
+        "carbon/energy_kwh": totals.energy_kwh,
+        "carbon/emissions_kg": totals.emissions_kg,
+        "carbon/intensity_g_per_kwh": lap.intensity_g_per_kwh,
+    }
+    for name, value in (
+        ("cpu", lap.cpu_energy_kwh),
+        ("gpu", lap.gpu_energy_kwh),
+        ("ram", lap.ram_energy_kwh),
+    ):
+        if value is not None:
+            metrics[f"carbon/epoch_{name}_energy_kwh"] = value
+    power = lap.power_w
+    if power is not None:
+        metrics["carbon/epoch_power_w"] = power
+    return metrics
+
+
+def final_metrics(
+    totals: Measurement, equivalents: Mapping[str, Equivalent] | None = None
+) -> dict[str, float]:
+    """Run totals, logged once when training ends (the last value of the cumulative keys)."""
+    metrics = {
+        "carbon/energy_kwh": totals.energy_kwh,
+        "carbon/emissions_kg": totals.emissions_kg,
+        "carbon/duration_s": totals.duration_s,
+    }
+    for key, eq in (equivalents or {}).items():
+        if key in MAIN_EQUIVALENTS:
+            metrics[f"carbon/equivalent_{key}"] = eq.value
+    return metrics
+
+
+def run_tags(tracker: Tracker, *, nodes: int = 1, world_size: int = 1) -> dict[str, str]:
+    """The ``carbon.*`` tags of a run, all strings."""
+    intensity = tracker.intensity
+    methods = tracker.methods
+    meta = hardware_metadata(tracker.sensors)
+    tags = {
+        "carbon.country": intensity.country or "",
+        "carbon.region": intensity.region or "",
+        "carbon.cloud": intensity.cloud or "",
+        "carbon.intensity_source": intensity.source,
+        "carbon.intensity_kind": intensity.kind,
+        "carbon.pue": f"{tracker.pue:g}",
+        "carbon.cpu_method": methods["cpu"],
+        "carbon.gpu_method": methods["gpu"],
+        "carbon.ram_method": methods["ram"],
+        "carbon.estimated": str(
+            any(m in ("estimate-tdp", "estimate-ram", "constant") for m in methods.values())
+        ).lower(),
+        "carbon.nodes": str(nodes),
+        "carbon.world_size": str(world_size),
+    }
+    tags.update({f"carbon.{k}": v for k, v in meta.items()})
+    return tags
+
+
+def summary(
+    totals: Measurement,
+    equivalents: Mapping[str, Equivalent] | None = None,
+    *,
+    title: str = "carbon-callbacks",
+) -> str:
+    """A short plain-text summary of a run: totals, how each part was obtained, equivalents."""
+    lines = [
+        f"{title}: {totals.energy_kwh:.6g} kWh, {totals.emissions_kg:.6g} kg CO2eq "
+        f"in {totals.duration_s:.1f} s "
+        f"(intensity {totals.intensity_g_per_kwh:g} g/kWh, {totals.intensity_source}; "
+        f"PUE {totals.pue:g})",
+    ]
+    for component, method in (
+        ("CPU", totals.cpu_method),
+        ("GPU", totals.gpu_method),
+        ("RAM", totals.ram_method),
+    ):
+        lines.append(f"  {component}: {METHOD_DESCRIPTIONS.get(method, method)}")
+    if totals.estimated:
+        lines.append("  Some components are estimates, not measurements (see above).")
+    main = [eq for key, eq in (equivalents or {}).items() if key in MAIN_EQUIVALENTS]
+    if main:
+        lines.append("  That is about " + ", ".join(str(eq) for eq in main) + ".")
+    if totals.errors:
+        lines.append(f"  {len(totals.errors)} measurement problem(s): " + "; ".join(totals.errors))
+    return "\n".join(lines)

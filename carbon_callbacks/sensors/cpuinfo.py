@@ -1,0 +1,186 @@
+"""Cheap, cached facts about this machine's CPU and memory.
+
+Used by the estimate sensors and by `carbon_callbacks.hardware`. Every probe reads a small
+file or calls the OS once and is cached; ``reset()`` clears the caches (tests). Nothing here
+imports psutil on Linux.
+"""
+
+from __future__ import annotations
+
+import functools
+import logging
+import os
+import re
+import sys
+
+logger = logging.getLogger(__name__)
+
+PROC_CPUINFO = "/proc/cpuinfo"
+PROC_STAT = "/proc/stat"
+_PACKAGE_CPUS = (
+    "/sys/devices/system/cpu/cpu0/topology/package_cpus_list",
+    "/sys/devices/system/cpu/cpu0/topology/core_siblings_list",  # kernels before 5.4
+)
+_MODEL_RE = re.compile(rb"^model name\s*:\s*(.+?)\s*$", re.MULTILINE)
+
+
+def _read_head(path: str, size: int) -> bytes:
+    """The first `size` bytes of a (proc/sys) file, with raw syscalls: a few microseconds."""
+    fd = os.open(path, os.O_RDONLY)
+    try:
+        return os.read(fd, size)
+    finally:
+        os.close(fd)
+
+
+@functools.cache
+def cpu_model() -> str | None:
+    """The CPU model string, e.g. ``"Intel(R) Xeon(R) Gold 6248 CPU @ 2.50GHz"``; None if unknown.
+
+    Linux: the first ``model name`` of ``/proc/cpuinfo`` (only its first 8 KiB are read: on
+    large machines generating the whole file is slow). Windows: the registry's
+    ``ProcessorNameString``. macOS: ``sysctl machdep.cpu.brand_string``. Otherwise
+    ``platform.processor()``.
+    """
+    try:
+        match = _MODEL_RE.search(_read_head(PROC_CPUINFO, 8192))
+        if match:
+            return match.group(1).decode("utf-8", "replace")
+    except OSError:
+        pass
+    if sys.platform == "win32":
+        try:
+            import winreg
+
+            key = winreg.OpenKey(
+                winreg.HKEY_LOCAL_MACHINE, r"HARDWARE\DESCRIPTION\System\CentralProcessor\0"
+            )
+            value = str(winreg.QueryValueEx(key, "ProcessorNameString")[0]).strip()
+            if value:
+                return value
+        except OSError:
+            pass
+    if sys.platform == "darwin":
+        import subprocess
+
+        try:
+            out = subprocess.run(
+                ["sysctl", "-n", "machdep.cpu.brand_string"],
+                capture_output=True,
+                text=True,
+                timeout=2.0,
+                check=True,
+            ).stdout.strip()
+            if out:
+                return out
+        except (OSError, subprocess.SubprocessError):
+            pass
+    import platform
+
+    return platform.processor().strip() or None
+
+
+@functools.cache
+def logical_cpus() -> int | None:
+    """Logical CPUs (hardware threads) of the machine, ``os.cpu_count()``; None if unknown."""
+    return os.cpu_count()
+
+
+def _count_cpulist(text: str) -> int:
+    """Number of CPUs in a Linux cpulist such as ``"0-19,40-59"``."""
+    count = 0
+    for part in text.strip().split(","):
+        if not part:
+            continue
+        lo, _, hi = part.partition("-")
+        count += int(hi or lo) - int(lo) + 1
+    return count
+
+
+@functools.cache
+def cpu_sockets() -> int:
+    """Number of CPU packages (sockets); 1 when it cannot be told.
+
+    Computed as logical CPUs / CPUs in package 0 (one small sysfs read).
+    """
+    total = logical_cpus()
+    if not total:
+        return 1
+    for path in _PACKAGE_CPUS:
+        try:
+            per_package = _count_cpulist(_read_head(path, 4096).decode("ascii"))
+        except (OSError, ValueError):
+            continue
+        if per_package > 0:
+            return max(1, round(total / per_package))
+    return 1
+
+
+@functools.cache
+def total_ram_bytes() -> int | None:
+    """Total physical memory in bytes (``os.sysconf`` on Linux, psutil elsewhere); None if
+    unknown."""
+    try:
+        pages = os.sysconf("SC_PHYS_PAGES")
+        page_size = os.sysconf("SC_PAGE_SIZE")
+        if pages > 0 and page_size > 0:
+            return int(pages * page_size)
+    except (ValueError, OSError, AttributeError):
+        pass
+    try:
+        import psutil
+
+        return int(psutil.virtual_memory().total)
+    except Exception as exc:  # psutil raises its own types on exotic platforms
+        logger.debug("total memory unknown: %s", exc)
+        return None
+
+
+def proc_stat_times() -> tuple[float, float]:
+    """(busy, total) CPU time of the whole machine from the first line of ``/proc/stat``.
+
+    Units are clock ticks; only ratios of deltas are used. total = user + nice + system +
+    idle + iowait + irq + softirq + steal (guest time is already inside user and nice);
+    busy = total - idle - iowait.
+    """
+    line = _read_head(PROC_STAT, 512).split(b"\n", 1)[0]
+    fields = [int(x) for x in line.split()[1:9]]
+    total = sum(fields)
+    idle = fields[3] + (fields[4] if len(fields) > 4 else 0)
+    return float(total - idle), float(total)
+
+
+def psutil_times() -> tuple[float, float]:
+    """(busy, total) CPU seconds of the whole machine from ``psutil.cpu_times()``."""
+    import psutil
+
+    times = psutil.cpu_times()
+    values = times._asdict()
+    # Linux guest times are already counted in user/nice.
+    total = sum(v for k, v in values.items() if k not in ("guest", "guest_nice"))
+    idle = values.get("idle", 0.0) + values.get("iowait", 0.0)
+    return float(total - idle), float(total)
+
+
+def system_cpu_times() -> tuple[float, float]:
+    """(busy, total) CPU time of the whole machine: ``/proc/stat`` on Linux, else psutil."""
+    if _use_proc_stat():
+        return proc_stat_times()
+    return psutil_times()
+
+
+@functools.cache
+def _use_proc_stat() -> bool:
+    try:
+        proc_stat_times()
+        return True
+    except (OSError, ValueError, IndexError):
+        return False
+
+
+def reset() -> None:
+    """Forget every cached probe (tests)."""
+    for name in ("cpu_model", "logical_cpus", "cpu_sockets", "total_ram_bytes", "_use_proc_stat"):
+        clear = getattr(globals()[name], "cache_clear", None)  # tests may patch a probe
+        if clear is not None:
+            clear()

@@ -1,0 +1,298 @@
+"""Labelled estimates for when no counter can be read: CPU TDP x load, RAM per GB, constants.
+
+The CPU model is one pure function, `cpu_power_w`, so it can be compared against measured
+data. Every sensor here integrates a power over ``now`` (the tracker's clock), so it is exact
+under a fake clock and needs no thread: the CPU power is linear in load, so the *mean* load
+over a read interval (from CPU-time deltas) gives the exact energy integral.
+"""
+
+from __future__ import annotations
+
+import functools
+import logging
+import math
+import re
+from collections.abc import Callable, Iterable
+from typing import Any
+
+from carbon_callbacks.data import load_json
+from carbon_callbacks.sensors import cpuinfo
+from carbon_callbacks.sensors.base import CONSTANT, ESTIMATE_RAM, ESTIMATE_TDP, Component
+from carbon_callbacks.units import BYTES_PER_GB
+
+logger = logging.getLogger(__name__)
+
+TDP_TABLE_FILE = "cpu_tdp.json"
+# Green Algorithms (Lannelongue et al. 2021), data/v3.0/referenceValues.csv, "memoryPower":
+# 0.3725 W per GB of memory, from Karyakin & Salem 2017 (doi:10.1145/3076113.3076117).
+RAM_W_PER_GB = 0.3725
+
+_REMOVE = re.compile(r"\((?:r|tm|c)\)|®|™|@\s*[\d.]+\s*[gm]hz|\b[\d.]+\s*[gm]hz\b")
+_SEPARATORS = re.compile(r"[^a-z0-9]+")
+_FILLER = frozenset({"cpu", "processor"})
+
+
+def normalise_cpu_name(name: str) -> str:
+    """Lower-case alphanumeric tokens joined by single spaces, without vendor marks
+    ("(R)", "(TM)"), clock speeds ("@ 2.50GHz") and the words "CPU" and "Processor".
+
+    >>> normalise_cpu_name("Intel(R) Xeon(R) Gold 6248 CPU @ 2.50GHz")
+    'intel xeon gold 6248'
+    """
+    text = name.lower()
+    if "(" in text or "hz" in text or "®" in text or "™" in text:  # the regex is the slow part
+        text = _REMOVE.sub(" ", text)
+    text = _SEPARATORS.sub(" ", text).strip()
+    if "cpu" in text or "processor" in text:
+        text = " ".join(t for t in text.split(" ") if t not in _FILLER)
+    return text
+
+
+class TdpTable:
+    """CPU model -> TDP (W) table with the model's two constants.
+
+    Matching rule: both the CPU model string and every table name are normalised with
+    `normalise_cpu_name`; a table name matches when its tokens appear *contiguously* in the
+    model's tokens (so "Xeon Gold 6248" matches "Intel(R) Xeon(R) Gold 6248 CPU @ 2.50GHz" but
+    not "... Gold 6248R"). Among matches the longest name wins (then the first in the table).
+    Results are cached per model string.
+
+    Args:
+        cpus: ``(name, tdp_w)`` pairs, TDP in watts per CPU package.
+        default_w_per_thread: watts per logical CPU for unknown models.
+        idle_fraction: power at zero load as a fraction of TDP, in [0, 1].
+    """
+
+    def __init__(
+        self, cpus: Iterable[tuple[str, float]], default_w_per_thread: float, idle_fraction: float
+    ) -> None:
+        if not 0.0 <= idle_fraction <= 1.0:
+            raise ValueError(f"idle_fraction must be in [0, 1], got {idle_fraction!r}")
+        self.default_w_per_thread = float(default_w_per_thread)
+        self.idle_fraction = float(idle_fraction)
+        self._rows = [(f" {normalise_cpu_name(n)} ", n, float(w)) for n, w in cpus]
+        self._cache: dict[str, tuple[str, float] | None] = {}
+
+    @classmethod
+    def from_json(cls, obj: Any) -> TdpTable:
+        """From the ``cpu_tdp.json`` schema: ``{"default_w_per_thread", "idle_fraction",
+        "cpus": [[name, tdp_w], ...]}``."""
+        return cls(
+            ((str(n), float(w)) for n, w in obj["cpus"]),
+            float(obj["default_w_per_thread"]),
+            float(obj["idle_fraction"]),
+        )
+
+    def lookup(self, cpu_model: str) -> tuple[str, float] | None:
+        """The matching ``(table name, tdp_w)``, or None when the model is unknown."""
+        if cpu_model in self._cache:
+            return self._cache[cpu_model]
+        model = f" {normalise_cpu_name(cpu_model)} "
+        best: tuple[str, float] | None = None
+        best_len = 0
+        if model.strip():
+            for key, name, tdp_w in self._rows:
+                if len(key) > best_len and key.strip() and key in model:
+                    best, best_len = (name, tdp_w), len(key)
+        self._cache[cpu_model] = best
+        return best
+
+
+@functools.cache
+def tdp_table() -> TdpTable:
+    """The bundled table (``carbon_callbacks/data/cpu_tdp.json``), parsed once."""
+    return TdpTable.from_json(load_json(TDP_TABLE_FILE))
+
+
+def reset() -> None:
+    """Forget the parsed table and its lookups (tests)."""
+    tdp_table.cache_clear()
+
+
+def cpu_tdp_w(cpu_model: str, logical_cpus: int) -> tuple[float, str | None]:
+    """``(tdp_w, matched table name)``; unknown: ``(default_w_per_thread x logical_cpus,
+    None)``."""
+    if isinstance(logical_cpus, bool) or not isinstance(logical_cpus, int) or logical_cpus < 1:
+        raise ValueError(f"logical_cpus must be an int >= 1, got {logical_cpus!r}")
+    table = tdp_table()
+    match = table.lookup(cpu_model)
+    if match is None:
+        return table.default_w_per_thread * logical_cpus, None
+    return match[1], match[0]
+
+
+def cpu_power_w(cpu_model: str, load: float, logical_cpus: int) -> float:
+    """Estimated power in watts of one CPU package at machine-wide `load`.
+
+    Model: ``P = TDP x (idle_fraction + (1 - idle_fraction) x load)``, linear between an idle
+    power and TDP at full load. The linear min/max shape is Cloud Carbon Footprint's
+    (``min_watts + load x (max_watts - min_watts)``, coefficients from SPECpower_ssj2008
+    results); the TDP comes from the bundled table (Intel ARK and AMD product pages, via
+    CodeCarbon's ``cpu_power.csv``), matched as described in `TdpTable`. An unknown model
+    uses ``TDP = default_w_per_thread x logical_cpus``. ``idle_fraction`` and
+    ``default_w_per_thread`` are in ``cpu_tdp.json`` with their sources.
+
+    Args:
+        cpu_model: the CPU model string (e.g. from ``/proc/cpuinfo``); "" when unknown.
+        load: busy fraction of all logical CPUs, clamped to [0, 1].
+        logical_cpus: logical CPUs (hardware threads) of this package, >= 1.
+
+    Raises:
+        ValueError: `logical_cpus` is not an int >= 1, or `load` is NaN.
+
+    Example:
+        >>> cpu_power_w("Intel(R) Xeon(R) Gold 6248 CPU @ 2.50GHz", 1.0, 40)  # doctest: +SKIP
+        150.0
+    """
+    if math.isnan(load):
+        raise ValueError("load must be a number in [0, 1], got nan")
+    tdp_w, _ = cpu_tdp_w(cpu_model, logical_cpus)
+    idle = tdp_table().idle_fraction
+    load = min(max(load, 0.0), 1.0)
+    return tdp_w * (idle + (1.0 - idle) * load)
+
+
+def _check_power(name: str, power_w: float) -> float:
+    if isinstance(power_w, bool) or not isinstance(power_w, (int, float)):
+        raise ValueError(f"{name} must be a number of watts, got {power_w!r}")
+    if not math.isfinite(power_w) or power_w < 0:
+        raise ValueError(f"{name} must be a finite number of watts >= 0, got {power_w!r}")
+    return float(power_w)
+
+
+class ConstantPowerSensor:
+    """A constant power (e.g. the user's ``cpu_power_w=``): energy = watts x elapsed time.
+
+    Args:
+        component: ``"cpu"``, ``"gpu"`` or ``"ram"``.
+        power_w: watts, finite and >= 0.
+
+    Raises:
+        ValueError: `power_w` is negative, not finite or not a number.
+
+    Example:
+        >>> s = ConstantPowerSensor("cpu", 50.0)
+        >>> s.start(0.0); s.energy_j(3600.0)
+        180000.0
+    """
+
+    method = CONSTANT
+
+    def __init__(self, component: Component, power_w: float) -> None:
+        self.component: Component = component
+        self.power_w = _check_power(f"{component}_power_w", power_w)
+        self._t0: float | None = None
+
+    def start(self, now: float) -> None:
+        self._t0 = now
+
+    def energy_j(self, now: float) -> float:
+        if self._t0 is None:
+            self._t0 = now
+        return self.power_w * max(0.0, now - self._t0)
+
+    def close(self) -> None:
+        pass
+
+
+class RamEstimateSensor(ConstantPowerSensor):
+    """RAM power estimated as `RAM_W_PER_GB` (0.3725 W) per GB (10^9 bytes) of memory.
+
+    The value is Green Algorithms' ``memoryPower`` (``referenceValues.csv``), from
+    Karyakin & Salem 2017. It depends only on the memory size, not on its use.
+
+    Args:
+        total_bytes: memory size; default: the machine's total physical memory.
+
+    Raises:
+        ValueError: the memory size is unknown or not positive.
+    """
+
+    method = ESTIMATE_RAM
+
+    def __init__(self, total_bytes: int | None = None) -> None:
+        size = cpuinfo.total_ram_bytes() if total_bytes is None else total_bytes
+        if not size or size <= 0:
+            raise ValueError(f"total memory must be a positive number of bytes, got {size!r}")
+        self.total_bytes = int(size)
+        super().__init__("ram", RAM_W_PER_GB * self.total_bytes / BYTES_PER_GB)
+
+
+class CpuEstimateSensor:
+    """CPU energy from `cpu_power_w` at the machine's mean load over each read interval.
+
+    Each ``energy_j(now)`` reads the system CPU times (``/proc/stat`` on Linux, psutil
+    elsewhere), takes load = busy delta / total delta since the previous read, and adds
+    ``sockets x cpu_power_w(model, load, logical_cpus / sockets) x (now - previous now)``.
+    Multi-socket machines count one TDP per package. No thread is needed.
+
+    Args:
+        cpu_model: default: `cpuinfo.cpu_model()` ("" when unknown).
+        logical_cpus: default: `cpuinfo.logical_cpus()` (1 when unknown).
+        sockets: CPU packages; default: `cpuinfo.cpu_sockets()`.
+        read_cpu_times: returns ``(busy, total)`` cumulative CPU time (any unit);
+            default: `cpuinfo.system_cpu_times`. Tests inject a fake.
+
+    Example:
+        >>> cpu = CpuEstimateSensor()
+        >>> cpu.start(0.0); cpu.energy_j(60.0)  # doctest: +SKIP
+        3402.7
+    """
+
+    component: Component = "cpu"
+    method = ESTIMATE_TDP
+
+    def __init__(
+        self,
+        *,
+        cpu_model: str | None = None,
+        logical_cpus: int | None = None,
+        sockets: int | None = None,
+        read_cpu_times: Callable[[], tuple[float, float]] | None = None,
+    ) -> None:
+        self.cpu_model = cpu_model if cpu_model is not None else (cpuinfo.cpu_model() or "")
+        threads = logical_cpus if logical_cpus is not None else cpuinfo.logical_cpus()
+        self.logical_cpus: int = threads or 1
+        packages = sockets if sockets is not None else cpuinfo.cpu_sockets()
+        self.sockets: int = packages if 1 <= packages <= self.logical_cpus else 1
+        self._read = read_cpu_times or cpuinfo.system_cpu_times
+        self._energy_j = 0.0
+        self._load = 0.0
+        self._t: float | None = None
+        self._times = (0.0, 0.0)
+
+    @property
+    def threads_per_socket(self) -> int:
+        return max(1, self.logical_cpus // self.sockets)
+
+    def power_w(self, load: float) -> float:
+        """Estimated power of all packages at `load`."""
+        return self.sockets * cpu_power_w(self.cpu_model, load, self.threads_per_socket)
+
+    def start(self, now: float) -> None:
+        self._times = self._read()
+        self._t = now
+        self._energy_j = 0.0
+
+    def energy_j(self, now: float) -> float:
+        if self._t is None:
+            self.start(now)
+            return 0.0
+        times = self._read()
+        d_busy = times[0] - self._times[0]
+        d_total = times[1] - self._times[1]
+        if d_total > 0:  # reads within one clock tick keep the previous load
+            self._load = d_busy / d_total
+        dt = now - self._t
+        if dt > 0:
+            self._energy_j += self.power_w(self._load) * dt
+        self._times, self._t = times, now
+        return self._energy_j
+
+    @property
+    def last_load(self) -> float:
+        """The machine-wide load measured over the last read interval, in [0, 1]."""
+        return min(max(self._load, 0.0), 1.0)
+
+    def close(self) -> None:
+        pass

@@ -1,0 +1,418 @@
+"""`Tracker`: sensors + carbon intensity -> one `Measurement` per lap, totals at the end."""
+
+from __future__ import annotations
+
+import os
+import threading
+import time
+import warnings
+from collections.abc import Callable, Mapping, Sequence
+from pathlib import Path
+from types import TracebackType
+from typing import Any
+
+from carbon_callbacks.errors import CarbonWarning, ErrorLog, check_pue, check_watts
+from carbon_callbacks.intensity import Intensity, resolve
+from carbon_callbacks.journal import JOURNAL_SUFFIX, Journal
+from carbon_callbacks.measurement import Measurement
+from carbon_callbacks.sensors.base import NONE, Component, Sensor, SensorError
+from carbon_callbacks.units import G_PER_KG, J_PER_KWH
+
+DEFAULT_OUTPUT_DIR = "carbon_runs"
+OUTPUT_DIR_ENV = "CARBON_CALLBACKS_OUTPUT_DIR"
+COMPONENTS: tuple[Component, ...] = ("cpu", "gpu", "ram")
+
+Clock = Callable[[], float]
+
+
+class Tracker:
+    """Measures the energy and emissions of a piece of work, lap by lap.
+
+    `start()` begins a run, each `lap()` returns the `Measurement` since the previous lap (or
+    the start) and adds it to the totals, `stop()` takes a final lap and returns the totals.
+    Every lap is appended to a JSON Lines journal under `output_dir`. A tracker can be started
+    again after `stop()`; each start is a new run with a new `run_id` and fresh totals.
+
+    Args:
+        country: ISO 3166 alpha-2 or alpha-3 code (any case) or English name, e.g. ``"FR"``.
+        region: a sub-national region such as ``"US-CA"``, ``"CA-QC"`` or ``"IN-MH"``.
+        cloud: a cloud region, ``"aws:us-east-1"``, ``"gcp:europe-west1"``,
+            ``"azure:westeurope"``.
+        pue: data-centre power usage effectiveness (>= 1.0) applied to all components.
+        cpu_power_w: force a constant CPU power in watts instead of measuring (an estimate).
+        ram_power_w: force a constant RAM power in watts (an estimate).
+        gpu_ids: the GPUs to count (indices or UUIDs); default: ``CUDA_VISIBLE_DEVICES`` or all.
+        intensity_g_per_kwh: force the carbon intensity (g CO2eq per kWh).
+        output_dir: folder of the journal; default ``$CARBON_CALLBACKS_OUTPUT_DIR`` or
+            ``./carbon_runs``. ``None`` disables the journal.
+        count_cpu, count_ram, count_gpu: set False to leave a component out (under
+            distributed training only one process per node counts CPU and RAM).
+        sensors: ready sensors, replacing detection (tests, custom hardware).
+        clock: monotonic seconds (injectable for tests); wall_clock: unix seconds.
+        env: environment mapping for the ``CARBON_CALLBACKS_*`` variables (default os.environ).
+
+    Raises:
+        ValueError: a bad location, PUE or power (the message names it and what is accepted).
+        TypeError: an argument of the wrong type.
+
+    Example:
+        >>> with Tracker(country="FR", output_dir=None) as t:
+        ...     train_one_epoch()
+        ...     epoch = t.lap()
+        >>> t.totals.emissions_kg
+    """
+
+    def __init__(
+        self,
+        *,
+        country: str | None = None,
+        region: str | None = None,
+        cloud: str | None = None,
+        pue: float = 1.0,
+        cpu_power_w: float | None = None,
+        ram_power_w: float | None = None,
+        gpu_ids: Sequence[int | str] | None = None,
+        intensity_g_per_kwh: float | None = None,
+        output_dir: str | os.PathLike[str] | None | object = ...,
+        count_cpu: bool = True,
+        count_ram: bool = True,
+        count_gpu: bool = True,
+        sensors: Sequence[Sensor] | None = None,
+        clock: Clock = time.monotonic,
+        wall_clock: Clock = time.time,
+        env: Mapping[str, str] | None = None,
+    ) -> None:
+        env = os.environ if env is None else env
+        self._clock = clock
+        self._wall_clock = wall_clock
+        self.pue = check_pue(pue)
+        self.cpu_power_w = check_watts("cpu_power_w", cpu_power_w)
+        self.ram_power_w = check_watts("ram_power_w", ram_power_w)
+        self.intensity: Intensity = resolve(
+            country=country,
+            region=region,
+            cloud=cloud,
+            intensity_g_per_kwh=intensity_g_per_kwh,
+            env=env,
+        )
+        if self.intensity.is_default:
+            warnings.warn(
+                f"no location configured: emissions use the world average "
+                f"({self.intensity.g_per_kwh:g} g/kWh, {self.intensity.source}). Pass "
+                f"country=, region= or cloud=, or set CARBON_CALLBACKS_COUNTRY.",
+                CarbonWarning,
+                stacklevel=2,
+            )
+        if output_dir is ...:
+            output_dir = env.get(OUTPUT_DIR_ENV) or DEFAULT_OUTPUT_DIR
+        self.output_dir = None if output_dir is None else Path(output_dir)  # type: ignore[arg-type]
+        self.errors = ErrorLog()
+        self.reports: list[Any] = []
+        self._poll_interval_s: float | None = None
+        if sensors is None:
+            sensors = self._detect(gpu_ids, count_cpu, count_ram, count_gpu)
+        self._sensors: dict[Component, Sensor] = {}
+        for sensor in sensors:
+            if sensor.component in self._sensors:
+                raise ValueError(f"two sensors for component {sensor.component!r}")
+            self._sensors[sensor.component] = sensor
+        self._lock = threading.Lock()
+        self._guard: _PollThread | None = None
+        self._journal: Journal | None = None
+        self._journal_path: Path | None = None
+        self.run_id: str | None = None
+        self._running = False
+        self._pending_state: Mapping[str, Any] | None = None
+        self._reset_totals()
+
+    # -- set-up --------------------------------------------------------------------------
+
+    def _detect(
+        self, gpu_ids: Sequence[int | str] | None, cpu: bool, ram: bool, gpu: bool
+    ) -> list[Sensor]:
+        from carbon_callbacks.sensors.detect import detect_sensors
+
+        found = detect_sensors(
+            cpu_power_w=self.cpu_power_w,
+            ram_power_w=self.ram_power_w,
+            gpu_ids=gpu_ids,
+            count_cpu=cpu,
+            count_ram=ram,
+            count_gpu=gpu,
+            clock=self._clock,
+        )
+        self.reports = list(found.reports)
+        if found.needs_guard_thread:
+            self._poll_interval_s = found.poll_interval_s
+        return [s for s in (found.cpu, found.gpu, found.ram) if s is not None]
+
+    def _reset_totals(self) -> None:
+        self.lap_count = 0
+        self._totals: Measurement | None = None
+        self._offset: Measurement | None = None  # totals carried over by load_state_dict
+
+    # -- public API ------------------------------------------------------------------------
+
+    @property
+    def methods(self) -> dict[Component, str]:
+        """The method of each component (``"none"`` when not counted)."""
+        return {c: (self._sensors[c].method if c in self._sensors else NONE) for c in COMPONENTS}
+
+    @property
+    def sensors(self) -> dict[Component, Sensor]:
+        return dict(self._sensors)
+
+    @property
+    def running(self) -> bool:
+        return self._running
+
+    @property
+    def journal_path(self) -> Path | None:
+        """The journal file of the current or last run (None when disabled or unwritable)."""
+        return self._journal_path
+
+    @property
+    def totals(self) -> Measurement | None:
+        """Everything measured in this run so far (None before the first lap)."""
+        if self._offset is None:
+            return self._totals
+        if self._totals is None:
+            return self._offset
+        return self._offset + self._totals
+
+    def start(self, run_id: str | None = None) -> None:
+        """Begin a new run (fresh totals), reading every sensor's starting point."""
+        if self._running:
+            raise RuntimeError("Tracker.start() called on a running tracker; call stop() first")
+        self._reset_totals()
+        pending, self._pending_state = self._pending_state, None
+        if pending is not None:
+            self._apply_state(pending)
+            run_id = run_id or pending.get("run_id")
+        self.run_id = run_id or os.urandom(16).hex()
+        now = self._clock()
+        for component, sensor in list(self._sensors.items()):
+            try:
+                sensor.start(now)
+            except SensorError as exc:
+                self.errors.record(f"start:{component}", f"{component} sensor failed: {exc}")
+                del self._sensors[component]
+        self._last_j = dict.fromkeys(self._sensors, 0.0)
+        self._lap_start = now
+        self._lap_wall_start = self._wall_clock()
+        self._open_journal()
+        if self._poll_interval_s:
+            self._guard = _PollThread(self, self._poll_interval_s)
+            self._guard.start()
+        self._running = True
+
+    def lap(self) -> Measurement:
+        """The measurement since the previous lap (or start), added to the totals."""
+        if not self._running:
+            raise RuntimeError("Tracker.lap() called before start()")
+        now = self._clock()
+        wall = self._wall_clock()
+        energy_kwh: dict[Component, float | None] = {}
+        errors: list[str] = []
+        with self._lock:
+            for component, sensor in self._sensors.items():
+                try:
+                    total_j = sensor.energy_j(now)
+                except (SensorError, OSError) as exc:
+                    message = f"{component} sensor failed: {exc}"
+                    self.errors.record(f"read:{component}:{type(exc).__name__}", message)
+                    errors.append(message)
+                    energy_kwh[component] = None
+                    continue
+                energy_kwh[component] = (total_j - self._last_j[component]) / J_PER_KWH
+                self._last_j[component] = total_j
+        m = self._measurement(energy_kwh, self._lap_start, now, self._lap_wall_start, wall, errors)
+        self._lap_start = now
+        self._lap_wall_start = wall
+        self._totals = m if self._totals is None else self._totals + m
+        index = self.lap_count
+        self.lap_count += 1
+        self._write_lap(index, m)
+        return m
+
+    def stop(self) -> Measurement:
+        """Take the final lap, close the journal, and return the run's totals."""
+        if not self._running:
+            raise RuntimeError("Tracker.stop() called before start()")
+        self.lap()
+        self._running = False
+        if self._guard is not None:
+            self._guard.stop()
+            self._guard = None
+        totals = self.totals
+        assert totals is not None
+        if self._journal is not None:
+            self._append({"type": "stop", "run_id": self.run_id, **_fields(totals)})
+            self._journal.close()
+            self._journal = None
+        return totals
+
+    def close(self) -> None:
+        """Stop if running and release sensor handles and threads."""
+        if self._running:
+            self.stop()
+        for sensor in self._sensors.values():
+            sensor.close()
+
+    def __enter__(self) -> Tracker:
+        self.start()
+        return self
+
+    def __exit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        if self._running:
+            self.stop()
+
+    def state_dict(self) -> dict[str, Any]:
+        """Totals so far, to save in a checkpoint and continue from with `load_state_dict`."""
+        totals = self.totals
+        return {
+            "run_id": self.run_id,
+            "lap_count": self.lap_count,
+            "totals": None if totals is None else _fields(totals),
+        }
+
+    def load_state_dict(self, state: Mapping[str, Any]) -> None:
+        """Continue a run saved by `state_dict`: totals and lap numbering carry on.
+
+        Called before `start()`, the state is applied when the run starts (as when a framework
+        restores a checkpoint before training begins).
+        """
+        if self._running:
+            self._apply_state(state)
+        else:
+            self._pending_state = dict(state)
+
+    def _apply_state(self, state: Mapping[str, Any]) -> None:
+        totals = state.get("totals")
+        self._offset = None if totals is None else Measurement(**_measurement_args(totals))
+        self._totals = None
+        self.lap_count = int(state.get("lap_count", 0))
+
+    # -- internals -----------------------------------------------------------------------
+
+    def _measurement(
+        self,
+        energy_kwh: Mapping[Component, float | None],
+        start: float,
+        end: float,
+        wall_start: float,
+        wall_end: float,
+        errors: list[str],
+    ) -> Measurement:
+        cpu = energy_kwh.get("cpu")
+        gpu = energy_kwh.get("gpu")
+        ram = energy_kwh.get("ram")
+        it_kwh = (cpu or 0.0) + (gpu or 0.0) + (ram or 0.0)
+        facility_kwh = it_kwh * self.pue
+        intensity = self.intensity
+        methods = self.methods
+        return Measurement(
+            start_time=wall_start,
+            end_time=wall_end,
+            duration_s=end - start,
+            energy_kwh=facility_kwh,
+            cpu_energy_kwh=cpu,
+            gpu_energy_kwh=gpu,
+            ram_energy_kwh=ram,
+            emissions_kg=facility_kwh * intensity.g_per_kwh / G_PER_KG,
+            intensity_g_per_kwh=intensity.g_per_kwh,
+            intensity_source=intensity.source,
+            intensity_year=intensity.year,
+            pue=self.pue,
+            cpu_method=methods["cpu"],
+            gpu_method=methods["gpu"],
+            ram_method=methods["ram"],
+            errors=tuple(errors),
+        )
+
+    def _open_journal(self) -> None:
+        self._journal_path = None
+        if self.output_dir is None:
+            return
+        try:
+            self._journal = Journal(self.output_dir / f"{self.run_id}{JOURNAL_SUFFIX}")
+        except (OSError, ValueError) as exc:
+            self.errors.record(
+                "journal:open",
+                f"cannot write the journal in {self.output_dir} ({exc}); "
+                "laps are kept in memory and sent to the trackers only",
+            )
+            return
+        self._journal_path = self._journal.path
+        self._append(
+            {
+                "type": "run",
+                "run_id": self.run_id,
+                "time": self._lap_wall_start,
+                "intensity_g_per_kwh": self.intensity.g_per_kwh,
+                "intensity_source": self.intensity.source,
+                "intensity_kind": self.intensity.kind,
+                "location": self.intensity.location,
+                "pue": self.pue,
+                "methods": dict(self.methods),
+            }
+        )
+
+    def _write_lap(self, index: int, m: Measurement) -> None:
+        if self._journal is not None:
+            self._append({"type": "lap", "run_id": self.run_id, "lap": index, **_fields(m)})
+
+    def _append(self, record: dict[str, Any]) -> None:
+        assert self._journal is not None
+        try:
+            self._journal.append(record)
+        except (OSError, ValueError) as exc:
+            self.errors.record("journal:write", f"cannot append to the journal: {exc}")
+
+
+class _PollThread(threading.Thread):
+    """Reads wrapping counters (RAPL) often enough that no wrap-around is missed."""
+
+    def __init__(self, tracker: Tracker, interval_s: float) -> None:
+        super().__init__(name="carbon-callbacks-counter-guard", daemon=True)
+        self._tracker = tracker
+        self._interval_s = interval_s
+        self._stop_event = threading.Event()
+
+    def run(self) -> None:
+        tracker = self._tracker
+        while not self._stop_event.wait(self._interval_s):
+            with tracker._lock:
+                for component, sensor in tracker._sensors.items():
+                    poll = getattr(sensor, "poll", None)
+                    if poll is None:
+                        continue
+                    try:
+                        poll()
+                    except (SensorError, OSError) as exc:
+                        tracker.errors.record(f"poll:{component}", f"{component} poll: {exc}")
+
+    def stop(self) -> None:
+        self._stop_event.set()
+        self.join(timeout=5.0)
+
+
+_FIELDS = tuple(Measurement.__dataclass_fields__)
+
+
+def _fields(m: Measurement) -> dict[str, Any]:
+    d = {name: getattr(m, name) for name in _FIELDS}
+    d["errors"] = list(m.errors)
+    d["estimated"] = m.estimated
+    return d
+
+
+def _measurement_args(d: Mapping[str, Any]) -> dict[str, Any]:
+    args = {name: d[name] for name in _FIELDS if name in d}
+    args["errors"] = tuple(args.get("errors", ()))
+    return args

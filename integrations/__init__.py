@@ -1,0 +1,1 @@
+"""Framework callbacks and tracker sinks (installed as carbon_callbacks.integrations)."""

@@ -1,0 +1,271 @@
+"""The intensity lookup: normalisation, precedence, environment, defaults and error messages."""
+
+from __future__ import annotations
+
+import dataclasses
+import logging
+import math
+import time
+
+import pytest
+
+from carbon_callbacks.data import load_json
+from carbon_callbacks.intensity import (
+    ENV_CLOUD,
+    ENV_COUNTRY,
+    ENV_INTENSITY,
+    ENV_REGION,
+    Intensity,
+    cloud_regions,
+    country_name,
+    normalize_country,
+    reset,
+    resolve,
+)
+
+NO_ENV: dict[str, str] = {}
+
+
+def _country_value(alpha2: str) -> float:
+    value: float = load_json("countries.json")["countries"][alpha2]["g_per_kwh"]
+    return value
+
+
+def _region_value(code: str) -> float:
+    value: float = load_json("regions.json")["regions"][code]["g_per_kwh"]
+    return value
+
+
+# --------------------------------------------------------------------------- countries
+
+
+@pytest.mark.parametrize("spelling", ["FR", "fr", "Fr", "FRA", "fra", "France", "FRANCE"])
+def test_country_codes_and_names_in_any_case_give_the_same_result(spelling: str) -> None:
+    assert resolve(country=spelling) == resolve(country="FR")
+
+
+def test_country_value_is_the_bundled_one() -> None:
+    result = resolve(country="FR")
+    assert result.g_per_kwh == _country_value("FR")
+    assert result.kind == "country" and result.location == "FR" and result.country == "FR"
+    assert result.basis == "life-cycle" and result.licence == "CC BY 4.0"
+    assert result.source.startswith("Ember") and str(result.year) in result.source
+    assert not result.is_default
+
+
+def test_namibia_is_a_country_not_a_missing_value() -> None:
+    assert normalize_country("NA") == normalize_country("nam") == "NA"
+    assert country_name("na") == "Namibia"
+
+
+def test_unknown_country_names_value_and_close_matches() -> None:
+    with pytest.raises(ValueError) as err:
+        resolve(country="Frnace")
+    message = str(err.value)
+    assert "'Frnace'" in message and "FRA" in message and "France" in message
+
+
+def test_unknown_country_without_close_match_says_what_is_accepted() -> None:
+    with pytest.raises(ValueError, match="'ZZ'.*alpha-2 or alpha-3"):
+        normalize_country("ZZ")
+
+
+# --------------------------------------------------------------------------- regions
+
+
+@pytest.mark.parametrize("spelling", ["US-CA", "us-ca", "Us-Ca", "us_ca", "California"])
+def test_region_in_any_case(spelling: str) -> None:
+    result = resolve(region=spelling)
+    assert result.kind == "region" and result.location == "US-CA" and result.country == "US"
+    assert result.g_per_kwh == _region_value("US-CA")
+
+
+def test_region_beats_country() -> None:
+    assert resolve(country="US", region="US-CA").location == "US-CA"
+
+
+def test_retired_iso_code_maps_to_the_current_one() -> None:
+    assert resolve(region="IN-CT").location == "IN-CG"
+
+
+def test_china_regions_say_they_are_co2_only() -> None:
+    assert resolve(region="CN-BJ").basis == "co2-only"
+
+
+def test_region_outside_country_is_an_error() -> None:
+    with pytest.raises(ValueError, match="'US-CA'.*not in FR"):
+        resolve(country="FR", region="US-CA")
+
+
+def test_unknown_region_of_a_known_country_suggests_close_matches() -> None:
+    with pytest.raises(ValueError) as err:
+        resolve(region="US-CAL")
+    assert "'US-CAL'" in str(err.value) and "US-CA (California)" in str(err.value)
+
+
+def test_region_of_a_country_without_regional_data() -> None:
+    with pytest.raises(ValueError, match="no sub-national data for 'FR-IDF'.*country='FR'"):
+        resolve(region="FR-IDF")
+
+
+def test_country_code_given_as_region() -> None:
+    with pytest.raises(ValueError, match="'DE' is a country"):
+        resolve(region="DE")
+
+
+# --------------------------------------------------------------------------- cloud
+
+
+def test_gcp_region_uses_googles_figure() -> None:
+    result = resolve(cloud="gcp:europe-west1")
+    assert result.kind == "cloud" and result.cloud == "gcp:europe-west1"
+    assert result.source == "Google region-carbon-info 2024" and result.year == 2024
+    assert result.country == "BE"
+    assert resolve(cloud="google:Europe-West1") == result
+
+
+def test_cloud_region_with_a_regional_value_uses_it() -> None:
+    result = resolve(cloud="aws:us-east-1")
+    assert result.g_per_kwh == _region_value("US-VA")
+    assert result.region == "US-VA" and "region US-VA, for aws:us-east-1" in result.source
+
+
+def test_cloud_region_otherwise_uses_its_country() -> None:
+    result = resolve(cloud="AWS:EU-WEST-3")
+    assert result.g_per_kwh == _country_value("FR")
+    assert "country FR, for aws:eu-west-3" in result.source and result.location == "aws:eu-west-3"
+
+
+def test_azure_display_names_are_accepted() -> None:
+    assert resolve(cloud="azure:West Europe") == resolve(cloud="azure:westeurope")
+
+
+def test_cloud_beats_region_and_country() -> None:
+    result = resolve(country="US", region="US-CA", cloud="gcp:us-east4")
+    assert result.kind == "cloud" and result.location == "gcp:us-east4"
+
+
+def test_unknown_cloud_region_suggests_close_matches() -> None:
+    with pytest.raises(ValueError) as err:
+        resolve(cloud="aws:us-est-1")
+    assert "'us-est-1'" in str(err.value) and "aws:us-east-1" in str(err.value)
+
+
+def test_unknown_cloud_provider_lists_the_accepted_ones() -> None:
+    with pytest.raises(ValueError) as err:
+        resolve(cloud="foo:bar")
+    message = str(err.value)
+    assert "'foo'" in message
+    assert all(p in message for p in ("aws", "gcp", "azure"))
+
+
+def test_cloud_without_provider_suggests_one() -> None:
+    with pytest.raises(ValueError, match="provider:region.*aws:us-east-1"):
+        resolve(cloud="us-east-1")
+
+
+def test_cloud_regions_listing() -> None:
+    gcp = cloud_regions("google")
+    assert gcp == cloud_regions("gcp") and all(r.provider == "gcp" for r in gcp)
+    assert len(cloud_regions()) == len(load_json("cloud_regions.json")["regions"])
+    with pytest.raises(ValueError, match="'ibm'.*aws"):
+        cloud_regions("ibm")
+
+
+# --------------------------------------------------------------------------- forced
+
+
+def test_forced_value_beats_everything_and_keeps_the_location() -> None:
+    result = resolve(country="US", region="US-CA", cloud="aws:us-west-1", intensity_g_per_kwh=12.5)
+    assert result.g_per_kwh == 12.5 and result.kind == "forced" and result.basis == "user"
+    assert result.source == "user-given" and result.location == "user" and result.year is None
+    assert result.cloud == "aws:us-west-1" and result.country == "US"
+
+
+def test_forced_zero_is_allowed() -> None:
+    assert resolve(intensity_g_per_kwh=0).g_per_kwh == 0.0
+
+
+@pytest.mark.parametrize("bad", [-1.0, math.nan, math.inf, -math.inf])
+def test_forced_value_must_be_finite_and_not_negative(bad: float) -> None:
+    with pytest.raises(ValueError, match="intensity_g_per_kwh must be a finite number >= 0"):
+        resolve(intensity_g_per_kwh=bad)
+
+
+def test_forced_value_still_validates_the_location() -> None:
+    with pytest.raises(ValueError, match="Frnace"):
+        resolve(country="Frnace", intensity_g_per_kwh=100.0)
+
+
+# --------------------------------------------------------------------------- environment
+
+
+def test_nothing_configured_gives_the_world_default() -> None:
+    result = resolve(env=NO_ENV)
+    world = load_json("countries.json")["world"]
+    assert result.kind == "world-default" and result.is_default
+    assert result.location == "world" and result.country is None
+    assert result.g_per_kwh == world["g_per_kwh"] and result.year == world["year"]
+    assert "world average (no location configured)" in result.source
+
+
+def test_world_default_does_not_warn_or_log_a_warning(caplog: pytest.LogCaptureFixture) -> None:
+    with caplog.at_level(logging.DEBUG):
+        resolve(env=NO_ENV)  # a warnings.warn here fails: filterwarnings = error
+    assert not [r for r in caplog.records if r.levelno >= logging.WARNING]
+
+
+def test_environment_settings_with_their_precedence() -> None:
+    env = {ENV_COUNTRY: "usa"}
+    assert resolve(env=env).location == "US"
+    env[ENV_REGION] = "us-tx"
+    assert resolve(env=env).location == "US-TX"
+    env[ENV_COUNTRY] = ""  # empty means unset
+    assert resolve(env=env).location == "US-TX"
+    env[ENV_CLOUD] = "azure:northeurope"
+    assert resolve(env=env).location == "azure:northeurope"
+    env[ENV_INTENSITY] = "42"
+    result = resolve(env=env)
+    assert result.kind == "forced" and result.g_per_kwh == 42.0
+
+
+def test_explicit_arguments_ignore_the_environment() -> None:
+    env = {ENV_COUNTRY: "DE", ENV_INTENSITY: "1"}
+    result = resolve(country="FR", env=env)
+    assert result.location == "FR" and result.kind == "country"
+
+
+def test_os_environ_is_the_default(monkeypatch: pytest.MonkeyPatch) -> None:
+    for name in (ENV_INTENSITY, ENV_CLOUD, ENV_REGION):
+        monkeypatch.delenv(name, raising=False)
+    monkeypatch.setenv(ENV_COUNTRY, "SE")
+    assert resolve().location == "SE"
+
+
+@pytest.mark.parametrize("bad", ["abc", "-5", "nan"])
+def test_bad_environment_intensity_names_the_variable(bad: str) -> None:
+    with pytest.raises(ValueError, match=ENV_INTENSITY):
+        resolve(env={ENV_INTENSITY: bad})
+
+
+def test_bad_environment_country_names_the_value() -> None:
+    with pytest.raises(ValueError, match="'Atlantis'"):
+        resolve(env={ENV_COUNTRY: "Atlantis"})
+
+
+# --------------------------------------------------------------------------- value object
+
+
+def test_intensity_is_frozen() -> None:
+    result = resolve(country="FR")
+    assert isinstance(result, Intensity)
+    with pytest.raises(dataclasses.FrozenInstanceError):
+        result.g_per_kwh = 0.0  # type: ignore[misc]
+
+
+def test_first_lookup_is_fast() -> None:
+    reset()
+    start = time.perf_counter()
+    resolve(cloud="aws:us-east-1")
+    # The budget is ~5 ms; the bound leaves room for slow CI machines.
+    assert time.perf_counter() - start < 0.1

@@ -1,0 +1,204 @@
+from __future__ import annotations
+
+import math
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from carbon_callbacks.data import load_json
+from carbon_callbacks.sensors import cpuinfo, estimate
+from carbon_callbacks.sensors.base import CONSTANT, ESTIMATE_RAM, ESTIMATE_TDP
+from carbon_callbacks.sensors.estimate import (
+    ConstantPowerSensor,
+    CpuEstimateSensor,
+    RamEstimateSensor,
+    cpu_power_w,
+    normalise_cpu_name,
+)
+from tests.fakes.clock import FakeClock
+
+TABLE = {
+    "meta": {"source": "test"},
+    "default_w_per_thread": 10.0,
+    "idle_fraction": 0.25,
+    "cpus": [
+        ["Intel Xeon Gold 6248", 150.0],
+        ["Intel Xeon Gold 6248R", 205.0],
+        ["Intel Xeon E5-2686 v4", 145.0],
+        ["AMD EPYC 7742", 225.0],
+        ["6274", 115.0],
+        ["Intel Core i7-8700K", 95.0],
+        ["Intel Xeon Platinum 8480+", 350.0],
+    ],
+}
+GOLD_6248 = "Intel(R) Xeon(R) Gold 6248 CPU @ 2.50GHz"
+
+
+@pytest.fixture
+def table(monkeypatch: pytest.MonkeyPatch) -> Iterator[dict[str, Any]]:
+    monkeypatch.setattr(estimate, "load_json", lambda name: TABLE)
+    estimate.reset()
+    yield TABLE
+    estimate.reset()
+
+
+def test_normalise() -> None:
+    assert normalise_cpu_name(GOLD_6248) == "intel xeon gold 6248"
+    assert normalise_cpu_name("AMD EPYC 7742 64-Core Processor") == "amd epyc 7742 64 core"
+    assert normalise_cpu_name("Intel® Core™ i7-8700K CPU @ 3.70GHz") == "intel core i7 8700k"
+
+
+@pytest.mark.usefixtures("table")
+@pytest.mark.parametrize("load, watts", [(0.0, 37.5), (0.5, 93.75), (1.0, 150.0)])
+def test_cpu_power_known_cpu(load: float, watts: float) -> None:
+    assert cpu_power_w(GOLD_6248, load, 40) == watts
+
+
+@pytest.mark.usefixtures("table")
+def test_cpu_power_unknown_cpu_uses_watts_per_thread() -> None:
+    # TDP = 10 W x 8 threads = 80 W; at load 0.5: 80 x (0.25 + 0.75 x 0.5) = 50 W
+    assert cpu_power_w("Some Future CPU 9000", 0.5, 8) == 50.0
+    assert cpu_power_w("", 1.0, 4) == 40.0
+
+
+@pytest.mark.usefixtures("table")
+@pytest.mark.parametrize("model, tdp", [
+    (GOLD_6248, 150.0),
+    ("Intel(R) Xeon(R) Gold 6248R CPU @ 3.00GHz", 205.0),  # token match: not 6248
+    ("Intel(R) Xeon(R) CPU E5-2686 v4 @ 2.30GHz", 145.0),
+    ("AMD EPYC 7742 64-Core Processor", 225.0),
+    ("AMD Opteron(tm) Processor 6274", 115.0),
+    ("Intel(R) Core(TM) i7-8700K CPU @ 3.70GHz", 95.0),
+    ("Intel(R) Xeon(R) Platinum 8480+", 350.0),
+])  # fmt: skip
+def test_tdp_matching(model: str, tdp: float) -> None:
+    assert cpu_power_w(model, 1.0, 16) == tdp
+
+
+@pytest.mark.usefixtures("table")
+def test_load_clamped_and_bad_arguments() -> None:
+    assert cpu_power_w(GOLD_6248, 1.7, 40) == 150.0
+    assert cpu_power_w(GOLD_6248, -0.3, 40) == 37.5
+    with pytest.raises(ValueError, match="nan"):
+        cpu_power_w(GOLD_6248, math.nan, 40)
+    for bad in (0, -1, True, 2.0):
+        with pytest.raises(ValueError, match="logical_cpus"):
+            cpu_power_w(GOLD_6248, 0.5, bad)  # type: ignore[arg-type]
+
+
+def test_bundled_table_when_present() -> None:
+    try:
+        load_json(estimate.TDP_TABLE_FILE)
+    except FileNotFoundError:
+        pytest.skip(reason="carbon_callbacks/data/cpu_tdp.json is not built yet")
+    estimate.reset()
+    assert estimate.tdp_table().lookup(GOLD_6248) == ("Intel Xeon Gold 6248", 150.0)
+    assert cpu_power_w(GOLD_6248, 1.0, 40) == pytest.approx(150.0)
+    idle = estimate.tdp_table().idle_fraction
+    assert cpu_power_w(GOLD_6248, 0.0, 40) == pytest.approx(150.0 * idle)
+
+
+def test_constant_sensor_exact_with_fake_clock() -> None:
+    clock = FakeClock()
+    sensor = ConstantPowerSensor("cpu", 50)
+    assert (sensor.component, sensor.method) == ("cpu", CONSTANT)
+    sensor.start(clock())
+    clock.advance(3600)
+    assert sensor.energy_j(clock()) == 180_000.0
+    clock.advance(1800)
+    assert sensor.energy_j(clock()) == 270_000.0
+    sensor.close()
+
+
+@pytest.mark.parametrize("bad", [-1.0, math.inf, math.nan, "50", True])
+def test_constant_sensor_rejects_bad_watts(bad: Any) -> None:
+    with pytest.raises(ValueError, match=f"cpu_power_w must be .* got {bad!r}"):
+        ConstantPowerSensor("cpu", bad)
+
+
+def test_ram_estimate() -> None:
+    sensor = RamEstimateSensor(total_bytes=16_000_000_000)
+    assert (sensor.component, sensor.method) == ("ram", ESTIMATE_RAM)
+    assert sensor.power_w == pytest.approx(5.96, rel=1e-12)  # 0.3725 W/GB x 16 GB
+    sensor.start(0.0)
+    assert sensor.energy_j(100.0) == pytest.approx(596.0, rel=1e-12)
+    assert RamEstimateSensor().total_bytes == cpuinfo.total_ram_bytes()
+    with pytest.raises(ValueError, match="positive"):
+        RamEstimateSensor(total_bytes=0)
+
+
+class ScriptedTimes:
+    """(busy, total) CPU times returned in order."""
+
+    def __init__(self, *values: tuple[float, float]) -> None:
+        self.values = list(values)
+
+    def __call__(self) -> tuple[float, float]:
+        return self.values.pop(0)
+
+
+@pytest.mark.usefixtures("table")
+def test_cpu_estimate_integrates_mean_load() -> None:
+    times = ScriptedTimes((0, 0), (50, 100), (50, 200), (50, 200), (250, 400))
+    sensor = CpuEstimateSensor(
+        cpu_model=GOLD_6248, logical_cpus=40, sockets=1, read_cpu_times=times
+    )
+    assert (sensor.component, sensor.method) == ("cpu", ESTIMATE_TDP)
+    sensor.start(0.0)
+    assert sensor.energy_j(10.0) == 937.5  # load 0.5: 93.75 W x 10 s
+    assert sensor.last_load == 0.5
+    assert sensor.energy_j(20.0) == 1312.5  # load 0: 37.5 W x 10 s
+    assert sensor.energy_j(30.0) == 1687.5  # same tick: previous load kept
+    assert sensor.energy_j(40.0) == 3187.5  # load 1: 150 W x 10 s
+    sensor.close()
+
+
+@pytest.mark.usefixtures("table")
+def test_cpu_estimate_counts_one_tdp_per_socket() -> None:
+    times = ScriptedTimes((0, 0), (100, 100))
+    sensor = CpuEstimateSensor(
+        cpu_model=GOLD_6248, logical_cpus=80, sockets=2, read_cpu_times=times
+    )
+    sensor.start(0.0)
+    assert sensor.energy_j(1.0) == 300.0
+    unknown = CpuEstimateSensor(cpu_model="?", logical_cpus=16, sockets=2)
+    assert unknown.power_w(1.0) == 160.0  # 10 W x 16 threads, whatever the sockets
+    assert CpuEstimateSensor(logical_cpus=4, sockets=9).sockets == 1  # nonsense -> 1
+
+
+@pytest.mark.usefixtures("table")
+def test_cpu_estimate_on_this_machine() -> None:
+    sensor = CpuEstimateSensor()
+    sensor.start(0.0)
+    energy = sensor.energy_j(1.0)
+    assert 0.0 <= energy <= sensor.power_w(1.0)
+
+
+def test_proc_stat_parsing(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    stat = tmp_path / "stat"
+    stat.write_text("cpu  100 20 30 400 50 5 5 10 7 3\ncpu0 1 2 3 4 5 6 7 8 9 10\n")
+    monkeypatch.setattr(cpuinfo, "PROC_STAT", str(stat))
+    # total = 100+20+30+400+50+5+5+10 (guest excluded); busy = total - idle - iowait
+    assert cpuinfo.proc_stat_times() == (170.0, 620.0)
+
+
+def test_cpuinfo_probes(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    info = tmp_path / "cpuinfo"
+    info.write_text(f"processor\t: 0\nvendor_id\t: GenuineIntel\nmodel name\t: {GOLD_6248}\n")
+    topo = tmp_path / "package_cpus_list"
+    topo.write_text("0-19,40-59\n")
+    monkeypatch.setattr(cpuinfo, "PROC_CPUINFO", str(info))
+    monkeypatch.setattr(cpuinfo, "_PACKAGE_CPUS", (str(tmp_path / "missing"), str(topo)))
+    monkeypatch.setattr(cpuinfo, "logical_cpus", lambda: 80)
+    cpuinfo.reset()
+    try:
+        assert cpuinfo.cpu_model() == GOLD_6248
+        assert cpuinfo.cpu_sockets() == 2
+    finally:
+        cpuinfo.reset()
+    busy, total = cpuinfo.system_cpu_times()
+    assert 0 <= busy <= total
+    busy, total = cpuinfo.psutil_times()
+    assert 0 <= busy <= total
