@@ -9,6 +9,7 @@ from pathlib import Path
 from typing import Any
 
 JOURNAL_SUFFIX = ".jsonl"
+_encode = json.JSONEncoder(separators=(",", ":"), allow_nan=False, check_circular=False).encode
 
 
 class Journal:
@@ -38,7 +39,7 @@ class Journal:
         self._file = os.fdopen(fd, "a", encoding="utf-8")
 
     def append(self, record: dict[str, Any]) -> None:
-        self._file.write(json.dumps(record, separators=(",", ":"), allow_nan=False) + "\n")
+        self._file.write(_encode(record) + "\n")
         self._file.flush()
 
     def close(self) -> None:

@@ -69,11 +69,15 @@ class Measurement:
         """
         if not isinstance(other, Measurement):
             return NotImplemented
-        return dataclasses.replace(
-            self,
+        # Built directly rather than with dataclasses.replace: this runs at every lap.
+        return Measurement(
             start_time=min(self.start_time, other.start_time),
             end_time=max(self.end_time, other.end_time),
             duration_s=self.duration_s + other.duration_s,
+            intensity_g_per_kwh=self.intensity_g_per_kwh,
+            intensity_source=self.intensity_source,
+            intensity_year=self.intensity_year,
+            pue=self.pue,
             **_summed_energy(self, other),
         )
 
@@ -113,5 +117,5 @@ def _summed_energy(a: Measurement, b: Measurement) -> dict[str, Any]:
         "cpu_method": _merge_method(a.cpu_method, b.cpu_method),
         "gpu_method": _merge_method(a.gpu_method, b.gpu_method),
         "ram_method": _merge_method(a.ram_method, b.ram_method),
-        "errors": tuple(dict.fromkeys(a.errors + b.errors)),
+        "errors": tuple(dict.fromkeys(a.errors + b.errors)) if b.errors else a.errors,
     }

@@ -198,6 +198,7 @@ class Tracker:
                 self.errors.record(f"start:{component}", f"{component} sensor failed: {exc}")
                 del self._sensors[component]
         self._last_j = dict.fromkeys(self._sensors, 0.0)
+        self._methods = self.methods
         self._lap_start = now
         self._lap_wall_start = self._wall_clock()
         self._open_journal()
@@ -315,7 +316,7 @@ class Tracker:
         it_kwh = (cpu or 0.0) + (gpu or 0.0) + (ram or 0.0)
         facility_kwh = it_kwh * self.pue
         intensity = self.intensity
-        methods = self.methods
+        methods = self._methods
         return Measurement(
             start_time=wall_start,
             end_time=wall_end,

@@ -1,0 +1,96 @@
+from __future__ import annotations
+
+import pytest
+
+from carbon_callbacks import Tracker
+from carbon_callbacks.data import load_json
+from carbon_callbacks.equivalents import MAIN_EQUIVALENTS, equivalents
+from carbon_callbacks.outputs import epoch_metrics, final_metrics, run_tags, summary
+from tests.fakes.clock import FakeClock
+
+TAG_CONTRACT = {
+    "carbon.country",
+    "carbon.region",
+    "carbon.cloud",
+    "carbon.intensity_source",
+    "carbon.pue",
+    "carbon.cpu_model",
+    "carbon.cpu_count",
+    "carbon.cpu_method",
+    "carbon.gpu_model",
+    "carbon.gpu_count",
+    "carbon.gpu_method",
+    "carbon.ram_gb",
+    "carbon.ram_method",
+    "carbon.estimated",
+    "carbon.nodes",
+    "carbon.version",
+}
+
+
+@pytest.fixture
+def run() -> tuple[Tracker, FakeClock]:
+    clock = FakeClock()
+    tracker = Tracker(
+        cloud="aws:eu-west-3", cpu_power_w=50, ram_power_w=10, clock=clock, output_dir=None
+    )
+    tracker.start()
+    return tracker, clock
+
+
+def test_epoch_metrics_keys_and_values(run: tuple[Tracker, FakeClock]) -> None:
+    tracker, clock = run
+    clock.advance(3600)
+    first = tracker.lap()
+    clock.advance(1800)
+    second = tracker.lap()
+    totals = tracker.totals
+    assert totals is not None
+    m = epoch_metrics(second, totals)
+    assert m["carbon/epoch_energy_kwh"] == pytest.approx(0.03)
+    assert m["carbon/epoch_cpu_energy_kwh"] == pytest.approx(0.025)
+    assert m["carbon/epoch_ram_energy_kwh"] == pytest.approx(0.005)
+    assert "carbon/epoch_gpu_energy_kwh" not in m  # not counted: absent, never 0.0
+    assert m["carbon/epoch_power_w"] == pytest.approx(60)
+    assert m["carbon/epoch_duration_s"] == 1800
+    assert m["carbon/energy_kwh"] == pytest.approx(first.energy_kwh + second.energy_kwh)
+    assert m["carbon/emissions_kg"] == pytest.approx(
+        m["carbon/energy_kwh"] * m["carbon/intensity_g_per_kwh"] / 1000
+    )
+    tracker.stop()
+
+
+def test_tags_follow_the_contract(run: tuple[Tracker, FakeClock]) -> None:
+    tracker, _ = run
+    tags = run_tags(tracker, nodes=2, world_size=4)
+    assert set(tags) >= TAG_CONTRACT
+    assert all(isinstance(v, str) for v in tags.values())
+    assert tags["carbon.cloud"] == "aws:eu-west-3" and tags["carbon.country"] == "FR"
+    assert tags["carbon.cpu_method"] == "constant" and tags["carbon.estimated"] == "true"
+    assert tags["carbon.gpu_method"] == "none" and tags["carbon.gpu_count"] == "0"
+    assert (tags["carbon.nodes"], tags["carbon.world_size"]) == ("2", "4")
+    assert int(tags["carbon.cpu_count"]) >= 1 and float(tags["carbon.ram_gb"]) > 0
+    tracker.stop()
+
+
+def test_equivalents_and_summary(run: tuple[Tracker, FakeClock]) -> None:
+    tracker, clock = run
+    clock.advance(3600)
+    totals = tracker.stop()
+    eq = equivalents(totals)
+    factors = load_json("equivalents.json")["factors"]
+    assert set(MAIN_EQUIVALENTS) <= set(eq)
+    assert eq["car_km"].value == pytest.approx(
+        totals.emissions_kg / factors["car_km"]["kg_co2e_per_unit"]
+    )
+    assert eq["phone_charges"].value == pytest.approx(
+        totals.energy_kwh / factors["phone_charges"]["kwh_per_unit"]
+    )
+    assert all(e.source for e in eq.values())
+    final = final_metrics(totals, eq)
+    assert final["carbon/equivalent_car_km"] == eq["car_km"].value
+    assert {"carbon/equivalent_tv_hours", "carbon/equivalent_phone_charges"} <= set(final)
+    text = summary(totals, eq)
+    assert "0.06 kWh" in text
+    assert "CPU: estimated (constant power given by the user)" in text
+    assert "estimates" in text and "km" in text
