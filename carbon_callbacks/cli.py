@@ -71,10 +71,11 @@ def build_parser() -> argparse.ArgumentParser:
 
 def main(argv: Sequence[str] | None = None) -> int:
     argv = list(sys.argv[1:] if argv is None else argv)
-    if argv and argv[0] == "demo":
-        from carbon_callbacks import demo
+    if argv and argv[0] == "demo":  # its own parser; imports a framework only when it runs
+        import importlib
 
-        return demo.main(argv[1:])
+        code: int = importlib.import_module("carbon_callbacks.demo").main(argv[1:])
+        return code
     parser = build_parser()
     args = parser.parse_args(argv)
     try:
