@@ -16,6 +16,23 @@ from carbon_callbacks._version import __version__
 
 EPILOG = "Location can also come from CARBON_CALLBACKS_COUNTRY / _REGION / _CLOUD."
 
+# Commands with their own parser, in their own module: `main(argv) -> int`. They may import
+# a framework or a tracking client, so they load only when run.
+DELEGATED = {
+    "demo": (
+        "carbon_callbacks.demo",
+        "train a tiny model with the callback into a local MLflow store",
+    ),
+    "report": (
+        "carbon_callbacks.report",
+        "compare the emissions of an MLflow experiment's runs (table and chart)",
+    ),
+    "regions": (
+        "carbon_callbacks.regions",
+        "cloud regions ranked by carbon intensity",
+    ),
+}
+
 
 def _add_location_args(p: argparse.ArgumentParser) -> None:
     g = p.add_argument_group("location and power (all optional)")
@@ -65,16 +82,17 @@ def build_parser() -> argparse.ArgumentParser:
     )
     p.add_argument("cmd", nargs=argparse.REMAINDER, help="the command, after --")
 
-    sub.add_parser("demo", help="train a tiny model with the callback into a local MLflow store")
+    for name, (_, help_text) in DELEGATED.items():
+        sub.add_parser(name, help=help_text, add_help=False)
     return parser
 
 
 def main(argv: Sequence[str] | None = None) -> int:
     argv = list(sys.argv[1:] if argv is None else argv)
-    if argv and argv[0] == "demo":  # its own parser; imports a framework only when it runs
+    if argv and argv[0] in DELEGATED:
         import importlib
 
-        code: int = importlib.import_module("carbon_callbacks.demo").main(argv[1:])
+        code: int = importlib.import_module(DELEGATED[argv[0]][0]).main(argv[1:])
         return code
     parser = build_parser()
     args = parser.parse_args(argv)

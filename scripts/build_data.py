@@ -1095,6 +1095,17 @@ def _dump(obj: Any) -> bytes:
     return (json.dumps(obj, indent=1, sort_keys=True, ensure_ascii=False) + "\n").encode()
 
 
+def _tsv(rows: list[list[Any]]) -> bytes:
+    """The CPU rows as ``name<TAB>tdp_w`` lines: the package scans this text for the few
+    candidate lines of one CPU instead of parsing 5,000 rows into objects."""
+    lines = []
+    for name, tdp_w in rows:
+        if "\t" in name or "\n" in name:
+            raise ValueError(f"CPU name with a tab or newline: {name!r}")
+        lines.append(f"{name}\t{tdp_w:g}\n")
+    return "".join(lines).encode()
+
+
 def _check_finite(obj: Any, where: str) -> None:
     if isinstance(obj, float) and not math.isfinite(obj):
         _fail(f"non-finite number in {where}")
@@ -1118,7 +1129,11 @@ def build(src: Path) -> dict[str, bytes]:
         "gpu_tdp.json": build_gpu(src),
         "equivalents.json": build_equivalents(src),
     }
-    files = {}
+    cpu = tables["cpu_tdp.json"]
+    cpu_rows = cpu.pop("cpus")
+    cpu["rows_file"] = "cpu_tdp.tsv"
+    cpu["row_count"] = len(cpu_rows)
+    files = {"cpu_tdp.tsv": _tsv(cpu_rows)}
     for name, obj in tables.items():
         _check_finite(obj, name)
         files[name] = _dump(obj)

@@ -8,14 +8,14 @@ over a read interval (from CPU-time deltas) gives the exact energy integral.
 
 from __future__ import annotations
 
-import functools
 import logging
 import math
+import os
 import re
 from collections.abc import Callable, Iterable
 from typing import Any
 
-from carbon_callbacks.data import load_json
+from carbon_callbacks.data import DATA_DIR, read_json
 from carbon_callbacks.sensors import cpuinfo
 from carbon_callbacks.sensors.base import CONSTANT, ESTIMATE_RAM, ESTIMATE_TDP, Component
 from carbon_callbacks.units import BYTES_PER_GB
@@ -64,24 +64,37 @@ class TdpTable:
     """
 
     def __init__(
-        self, cpus: Iterable[tuple[str, float]], default_w_per_thread: float, idle_fraction: float
+        self,
+        cpus: Iterable[tuple[str, float]] | str,
+        default_w_per_thread: float,
+        idle_fraction: float,
     ) -> None:
         if not 0.0 <= idle_fraction <= 1.0:
             raise ValueError(f"idle_fraction must be in [0, 1], got {idle_fraction!r}")
         self.default_w_per_thread = float(default_w_per_thread)
         self.idle_fraction = float(idle_fraction)
-        self._rows = [(f" {normalise_cpu_name(n)} ", n, float(w)) for n, w in cpus]
+        # The bundled table is kept as its ``name<TAB>tdp`` text and only the candidate lines
+        # of a lookup become objects: parsing and normalising all ~5,000 rows cost 20 ms and
+        # 1.7 MiB at the first lap.
+        self._text = cpus if isinstance(cpus, str) else "".join(f"{n}\t{w}\n" for n, w in cpus)
         self._cache: dict[str, tuple[str, float] | None] = {}
 
     @classmethod
-    def from_json(cls, obj: Any) -> TdpTable:
-        """From the ``cpu_tdp.json`` schema: ``{"default_w_per_thread", "idle_fraction",
-        "cpus": [[name, tdp_w], ...]}``."""
-        return cls(
-            ((str(n), float(w)) for n, w in obj["cpus"]),
-            float(obj["default_w_per_thread"]),
-            float(obj["idle_fraction"]),
-        )
+    def from_json(cls, obj: Any, rows_text: str | None = None) -> TdpTable:
+        """From ``cpu_tdp.json`` (``default_w_per_thread``, ``idle_fraction``) and its rows:
+        `rows_text` (the ``rows_file`` TSV), or ``obj["cpus"]`` (``[[name, tdp_w], ...]``)."""
+        rows = rows_text if rows_text is not None else [(str(n), float(w)) for n, w in obj["cpus"]]
+        return cls(rows, float(obj["default_w_per_thread"]), float(obj["idle_fraction"]))
+
+    def _candidates(self, model: str) -> Iterable[tuple[str, float]]:
+        """Rows whose name ends with a word of `model` (normalised, space-padded): every
+        matching name does, once normalised, so the rest need no normalising. Names ending in
+        a word that normalising drops ("CPU", "Processor", "2.5GHz") are always candidates."""
+        words = "|".join(re.escape(w) for w in model.split())
+        last = rf"(?:{words}|cpu|processor|[\d.]+\s*[gm]hz)"
+        pattern = rf"^([^\t\n]*?(?<![a-z0-9]){last}[^a-z0-9\t\n]*)\t([^\t\n]+)$"
+        for m in re.finditer(pattern, self._text, re.IGNORECASE | re.MULTILINE):
+            yield m.group(1), float(m.group(2))
 
     def lookup(self, cpu_model: str) -> tuple[str, float] | None:
         """The matching ``(table name, tdp_w)``, or None when the model is unknown."""
@@ -91,22 +104,43 @@ class TdpTable:
         best: tuple[str, float] | None = None
         best_len = 0
         if model.strip():
-            for key, name, tdp_w in self._rows:
+            for name, tdp_w in self._candidates(model):
+                key = f" {normalise_cpu_name(name)} "
                 if len(key) > best_len and key.strip() and key in model:
                     best, best_len = (name, tdp_w), len(key)
         self._cache[cpu_model] = best
         return best
 
 
-@functools.cache
 def tdp_table() -> TdpTable:
-    """The bundled table (``carbon_callbacks/data/cpu_tdp.json``), parsed once."""
-    return TdpTable.from_json(load_json(TDP_TABLE_FILE))
+    """The bundled table (``carbon_callbacks/data/cpu_tdp.json``), parsed anew.
+
+    Not kept: a process needs one row of it, and the whole table is over a MiB of objects.
+    `cpu_tdp_w` keeps what it looked up.
+    """
+    meta = read_json(TDP_TABLE_FILE)
+    if "rows_file" not in meta:  # an inline table (tests)
+        return TdpTable.from_json(meta)
+    with open(os.path.join(DATA_DIR, meta["rows_file"]), encoding="utf-8") as f:
+        return TdpTable.from_json(meta, f.read())
+
+
+_LOOKUPS: dict[str, tuple[str, float] | None] = {}
+_CONSTANTS: list[float] = []  # [default_w_per_thread, idle_fraction] once read
+
+
+def _lookup(cpu_model: str) -> tuple[str, float] | None:
+    if cpu_model not in _LOOKUPS or not _CONSTANTS:
+        table = tdp_table()
+        _LOOKUPS[cpu_model] = table.lookup(cpu_model)
+        _CONSTANTS[:] = [table.default_w_per_thread, table.idle_fraction]
+    return _LOOKUPS[cpu_model]
 
 
 def reset() -> None:
-    """Forget the parsed table and its lookups (tests)."""
-    tdp_table.cache_clear()
+    """Forget the table's lookups and constants (tests)."""
+    _LOOKUPS.clear()
+    _CONSTANTS.clear()
 
 
 def cpu_tdp_w(cpu_model: str, logical_cpus: int) -> tuple[float, str | None]:
@@ -114,10 +148,9 @@ def cpu_tdp_w(cpu_model: str, logical_cpus: int) -> tuple[float, str | None]:
     None)``."""
     if isinstance(logical_cpus, bool) or not isinstance(logical_cpus, int) or logical_cpus < 1:
         raise ValueError(f"logical_cpus must be an int >= 1, got {logical_cpus!r}")
-    table = tdp_table()
-    match = table.lookup(cpu_model)
+    match = _lookup(cpu_model)
     if match is None:
-        return table.default_w_per_thread * logical_cpus, None
+        return _CONSTANTS[0] * logical_cpus, None
     return match[1], match[0]
 
 
@@ -147,7 +180,7 @@ def cpu_power_w(cpu_model: str, load: float, logical_cpus: int) -> float:
     if math.isnan(load):
         raise ValueError("load must be a number in [0, 1], got nan")
     tdp_w, _ = cpu_tdp_w(cpu_model, logical_cpus)
-    idle = tdp_table().idle_fraction
+    idle = _CONSTANTS[1]
     load = min(max(load, 0.0), 1.0)
     return tdp_w * (idle + (1.0 - idle) * load)
 

@@ -38,7 +38,7 @@ GOLD_6248 = "Intel(R) Xeon(R) Gold 6248 CPU @ 2.50GHz"
 
 @pytest.fixture
 def table(monkeypatch: pytest.MonkeyPatch) -> Iterator[dict[str, Any]]:
-    monkeypatch.setattr(estimate, "load_json", lambda name: TABLE)
+    monkeypatch.setattr(estimate, "read_json", lambda name: TABLE)
     estimate.reset()
     yield TABLE
     estimate.reset()
