@@ -55,8 +55,10 @@ def final_metrics(
     return metrics
 
 
-def run_tags(tracker: Tracker, *, nodes: int = 1, world_size: int = 1) -> dict[str, str]:
-    """The ``carbon.*`` tags of a run, all strings."""
+def run_tags(
+    tracker: Tracker, *, nodes: int | None = None, world_size: int | None = None
+) -> dict[str, str]:
+    """The ``carbon.*`` tags of a run, all strings (nodes and world size: the tracker's)."""
     intensity = tracker.intensity
     methods = tracker.methods
     meta = hardware_metadata(tracker.sensors)
@@ -73,8 +75,8 @@ def run_tags(tracker: Tracker, *, nodes: int = 1, world_size: int = 1) -> dict[s
         "carbon.estimated": str(
             any(m in ("estimate-tdp", "estimate-ram", "constant") for m in methods.values())
         ).lower(),
-        "carbon.nodes": str(nodes),
-        "carbon.world_size": str(world_size),
+        "carbon.nodes": str(tracker.nodes if nodes is None else nodes),
+        "carbon.world_size": str(tracker.world_size if world_size is None else world_size),
     }
     tags.update({f"carbon.{k}": v for k, v in meta.items()})
     return tags

@@ -11,6 +11,7 @@ from pathlib import Path
 from types import TracebackType
 from typing import Any
 
+from carbon_callbacks.distributed import Reducer
 from carbon_callbacks.errors import CarbonWarning, ErrorLog, check_pue, check_watts
 from carbon_callbacks.intensity import Intensity, resolve
 from carbon_callbacks.journal import JOURNAL_SUFFIX, Journal
@@ -48,6 +49,10 @@ class Tracker:
         count_cpu, count_ram, count_gpu: set False to leave a component out (under
             distributed training only one process per node counts CPU and RAM).
         sensors: ready sensors, replacing detection (tests, custom hardware).
+        reducer: sums a vector over all processes (see `carbon_callbacks.distributed`);
+            with it every lap is the sum over ranks, and every rank must call `lap()`.
+        sync: called before the sensors are read at each lap (``torch.cuda.synchronize``,
+            so queued GPU work lands in the right epoch).
         clock: monotonic seconds (injectable for tests); wall_clock: unix seconds.
         env: environment mapping for the ``CARBON_CALLBACKS_*`` variables (default os.environ).
 
@@ -78,6 +83,8 @@ class Tracker:
         count_ram: bool = True,
         count_gpu: bool = True,
         sensors: Sequence[Sensor] | None = None,
+        reducer: Reducer | None = None,
+        sync: Callable[[], None] | None = None,
         clock: Clock = time.monotonic,
         wall_clock: Clock = time.time,
         env: Mapping[str, str] | None = None,
@@ -116,6 +123,11 @@ class Tracker:
             if sensor.component in self._sensors:
                 raise ValueError(f"two sensors for component {sensor.component!r}")
             self._sensors[sensor.component] = sensor
+        self._reducer = reducer
+        self._sync = sync
+        self._counts_node = count_cpu or count_ram
+        self.nodes = 1
+        self.world_size = 1
         self._lock = threading.Lock()
         self._guard: _PollThread | None = None
         self._journal: Journal | None = None
@@ -190,6 +202,9 @@ class Tracker:
             self._apply_state(pending)
             run_id = run_id or pending.get("run_id")
         self.run_id = run_id or os.urandom(16).hex()
+        if self._reducer is not None:
+            nodes, world = self._reducer([1.0 if self._counts_node else 0.0, 1.0])
+            self.nodes, self.world_size = round(nodes), round(world)
         now = self._clock()
         for component, sensor in list(self._sensors.items()):
             try:
@@ -211,10 +226,15 @@ class Tracker:
         """The measurement since the previous lap (or start), added to the totals."""
         if not self._running:
             raise RuntimeError("Tracker.lap() called before start()")
+        errors: list[str] = []
+        if self._sync is not None:
+            try:
+                self._sync()
+            except Exception as exc:  # a framework call: any failure is recorded, not raised
+                self.errors.record("sync", f"device synchronisation failed: {exc}")
         now = self._clock()
         wall = self._wall_clock()
         energy_kwh: dict[Component, float | None] = {}
-        errors: list[str] = []
         with self._lock:
             for component, sensor in self._sensors.items():
                 try:
@@ -227,6 +247,8 @@ class Tracker:
                     continue
                 energy_kwh[component] = (total_j - self._last_j[component]) / J_PER_KWH
                 self._last_j[component] = total_j
+        if self._reducer is not None:
+            energy_kwh = self._reduce(energy_kwh)
         m = self._measurement(energy_kwh, self._lap_start, now, self._lap_wall_start, wall, errors)
         self._lap_start = now
         self._lap_wall_start = wall
@@ -300,6 +322,21 @@ class Tracker:
         self.lap_count = int(state.get("lap_count", 0))
 
     # -- internals -----------------------------------------------------------------------
+
+    def _reduce(
+        self, energy_kwh: Mapping[Component, float | None]
+    ) -> dict[Component, float | None]:
+        """Sum each component over all ranks; None where no rank counted it."""
+        assert self._reducer is not None
+        local = [energy_kwh.get(c) for c in COMPONENTS]
+        vector = [v or 0.0 for v in local] + [0.0 if v is None else 1.0 for v in local]
+        try:
+            summed = self._reducer(vector)
+        except Exception as exc:  # a collective of the framework's process group
+            self.errors.record("reduce", f"summing over ranks failed, this rank only: {exc}")
+            return dict(energy_kwh)
+        n = len(COMPONENTS)
+        return {c: (summed[i] if summed[n + i] > 0 else None) for i, c in enumerate(COMPONENTS)}
 
     def _measurement(
         self,
