@@ -11,7 +11,7 @@ from collections.abc import Mapping
 from carbon_callbacks.equivalents import MAIN_EQUIVALENTS, Equivalent
 from carbon_callbacks.hardware import hardware_metadata
 from carbon_callbacks.measurement import Measurement
-from carbon_callbacks.sensors.base import METHOD_DESCRIPTIONS
+from carbon_callbacks.sensors.base import METHOD_DESCRIPTIONS, is_estimate
 from carbon_callbacks.tracker import Tracker
 
 PREFIX = "carbon/"
@@ -72,9 +72,7 @@ def run_tags(
         "carbon.cpu_method": methods["cpu"],
         "carbon.gpu_method": methods["gpu"],
         "carbon.ram_method": methods["ram"],
-        "carbon.estimated": str(
-            any(m in ("estimate-tdp", "estimate-ram", "constant") for m in methods.values())
-        ).lower(),
+        "carbon.estimated": str(any(is_estimate(m) for m in methods.values())).lower(),
         "carbon.nodes": str(tracker.nodes if nodes is None else nodes),
         "carbon.world_size": str(tracker.world_size if world_size is None else world_size),
     }

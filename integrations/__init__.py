@@ -1,1 +1,121 @@
-"""Framework callbacks and tracker sinks (installed as carbon_callbacks.integrations)."""
+"""Framework callbacks and tracker sinks.
+
+Each module imports its framework and nothing more: `lightning`, `transformers` and `keras`
+hold one `CarbonCallback` each; `mlflow` holds `MlflowSink`. This package itself imports no
+framework; it holds what the callbacks share (argument checks, run discovery).
+"""
+
+from __future__ import annotations
+
+import logging
+import sys
+import warnings
+from collections.abc import Callable, Mapping, Sequence
+from typing import TYPE_CHECKING, Any, Literal, cast
+
+from carbon_callbacks.delivery import Sink
+from carbon_callbacks.session import CarbonSession
+from carbon_callbacks.tracker import Tracker
+
+if TYPE_CHECKING:
+    from carbon_callbacks.integrations.mlflow import MlflowSink
+
+logger = logging.getLogger(__name__)
+
+SinksArg = Literal["auto"] | Sequence[Sink] | None
+
+
+def install_hint(extra: str, what: str) -> str:
+    """The ImportError message of an integration whose framework is missing."""
+    return (
+        f"carbon_callbacks.integrations.{extra} needs {what}: "
+        f"pip install 'carbon-callbacks[{extra}]'"
+    )
+
+
+def make_session(
+    tracker: Tracker | None,
+    tracker_kwargs: Mapping[str, Any],
+    sinks: SinksArg,
+    *,
+    summary: bool = True,
+) -> CarbonSession:
+    """Build the session of a callback from its arguments (configuration errors raise here).
+
+    Raises:
+        ValueError: both `tracker` and Tracker keyword arguments, or a bad `sinks` value.
+        TypeError: `tracker` is not a `Tracker`, or a sink lacks the `Sink` methods.
+    """
+    if tracker is not None:
+        if tracker_kwargs:
+            raise ValueError(
+                "pass either tracker= or Tracker keyword arguments, not both "
+                f"(got tracker= and {sorted(tracker_kwargs)})"
+            )
+        if not isinstance(tracker, Tracker):
+            raise TypeError(f"tracker must be a carbon_callbacks.Tracker, got {tracker!r}")
+    else:
+        # Re-issued so that a warning (no location configured...) names the user's line.
+        with warnings.catch_warnings(record=True) as caught:
+            warnings.simplefilter("always")
+            tracker = Tracker(**tracker_kwargs)
+        for w in caught:
+            warnings.warn(w.message, w.category, stacklevel=3)
+    return CarbonSession(tracker, check_sinks(sinks), summary=summary)
+
+
+def check_sinks(sinks: SinksArg) -> list[Sink]:
+    """Validate `sinks`: ``"auto"`` (found at train start), None (none) or a list of sinks."""
+    if sinks is None:
+        return []
+    if isinstance(sinks, str):
+        if sinks == "auto":
+            return []
+        raise ValueError(f'sinks must be "auto", None or a list of sinks, got {sinks!r}')
+    if not isinstance(sinks, Sequence):
+        raise ValueError(f'sinks must be "auto", None or a list of sinks, got {sinks!r}')
+    for sink in sinks:
+        if not isinstance(sink, Sink):
+            raise TypeError(
+                f"{sink!r} is not a sink: it needs log_tags, log_metrics, flush and close"
+            )
+    return list(cast("Sequence[Sink]", sinks))
+
+
+def mlflow_sink(run_id: str, tracking_uri: str | None) -> MlflowSink:
+    """An `MlflowSink` (imports mlflow: call only when the user's run is an MLflow one)."""
+    from carbon_callbacks.integrations.mlflow import MlflowSink
+
+    return MlflowSink(run_id, tracking_uri)
+
+
+def active_mlflow_sink() -> MlflowSink | None:
+    """A sink for the active MLflow run, if the user imported mlflow and started one."""
+    if "mlflow" not in sys.modules:  # nobody started a run without importing mlflow
+        return None
+    from carbon_callbacks.integrations.mlflow import active_run_sink
+
+    return active_run_sink()
+
+
+def find_sinks_safely(tracker: Tracker, find: Callable[[], list[Sink]]) -> list[Sink]:
+    """Run `find`; on failure, record why in ``tracker.errors`` and use no sink."""
+    try:
+        return find()
+    except Exception as exc:  # the run-time boundary: never raise into training
+        tracker.errors.record(
+            f"sinks:find:{type(exc).__name__}", f"could not find the run to log to: {exc}"
+        )
+        return []
+
+
+def report_found(framework: str, sinks: Sequence[Sink]) -> None:
+    """One INFO line on where the metrics go (or that they go to the journal only)."""
+    if sinks:
+        logger.info("carbon-callbacks (%s): logging to %s", framework, ", ".join(map(repr, sinks)))
+    else:
+        logger.info(
+            "carbon-callbacks (%s): no MLflow run found; the journal and summary only "
+            "(start an MLflow run or pass sinks=[...] to log metrics)",
+            framework,
+        )

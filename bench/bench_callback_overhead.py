@@ -1,0 +1,271 @@
+"""Wall-time overhead of `CarbonCallback`, next to Hugging Face's CodeCarbon callback.
+
+Lightning: a small MLP, 30 short epochs, ``MLFlowLogger`` on a sqlite store, with and without
+`CarbonCallback` (default sensors, MLflow sink). Transformers: a tiny BERT from a config, 30
+short epochs, ``report_to="none"`` vs ``report_to=["codecarbon"]`` vs `CarbonCallback`
+(journal only, as CodeCarbon writes a CSV). Variants run interleaved, in a rotating order,
+after one warm-up round; the table gives each variant's median wall time (callback
+construction + trainer construction + fit) and the median of its per-round ratio to the
+baseline of the same round.
+
+Run: ``python bench/bench_callback_overhead.py [--rounds 7] [--epochs 30]``. CodeCarbon
+(``pip install codecarbon==3.3.2``) is optional; its online tracker looks the machine up on
+the internet, so it is swapped for ``OfflineEmissionsTracker(country_iso_code="FRA")``, and a
+socket guard refuses any connection that is not to 127.0.0.1.
+"""
+
+from __future__ import annotations
+
+import argparse
+import contextlib
+import functools
+import io
+import logging
+import os
+import socket
+import statistics
+import sys
+import tempfile
+import time
+import warnings
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+os.environ.setdefault("HF_HUB_OFFLINE", "1")
+os.environ.setdefault("COMET_DISABLE_AUTO_LOGGING", "1")
+os.environ.setdefault("CODECARBON_LOG_LEVEL", "error")
+warnings.filterwarnings("ignore", r"`isinstance\(treespec, LeafSpec\)`", FutureWarning)
+warnings.filterwarnings("ignore", category=UserWarning, module="lightning")
+
+Result = dict[str, list[float]]
+
+
+def guard_network() -> list[object]:
+    """Refuse every connection but loopback and AF_UNIX; return the refused addresses."""
+    refused: list[object] = []
+    real_connect = socket.socket.connect
+
+    def connect(self: socket.socket, address: Any) -> None:
+        if self.family == socket.AF_UNIX or (
+            isinstance(address, tuple) and address[0] in ("127.0.0.1", "::1", "localhost")
+        ):
+            return real_connect(self, address)
+        refused.append(address)
+        raise OSError(f"bench: network refused: {address}")
+
+    socket.socket.connect = connect  # type: ignore[method-assign]
+    return refused
+
+
+class Clock:
+    """Seconds spent inside wrapped methods (wall on the caller's thread, or thread CPU)."""
+
+    def __init__(self) -> None:
+        self.seconds = 0.0
+
+    def wrap(self, cls: type, names: tuple[str, ...], cpu: bool = False) -> None:
+        timer = time.thread_time if cpu else time.perf_counter
+        for name in names:
+            original = getattr(cls, name)
+
+            @functools.wraps(original)
+            def timed(*args: Any, _original: Any = original, **kwargs: Any) -> Any:
+                began = timer()
+                try:
+                    return _original(*args, **kwargs)
+                finally:
+                    self.seconds += timer() - began
+
+            setattr(cls, name, timed)
+
+
+HOOKS = Clock()  # callback hooks, on the training thread
+WORKER = Clock()  # sink thread CPU
+
+
+def interleave(variants: dict[str, Callable[[], None]], rounds: int) -> Result:
+    names = list(variants)
+    for name in names:  # warm-up round, not counted
+        with contextlib.redirect_stdout(io.StringIO()):
+            variants[name]()
+    times: Result = {key: [] for name in names for key in (name, f"{name}:hooks", f"{name}:cpu")}
+    for r in range(rounds):
+        order = names[r % len(names) :] + names[: r % len(names)]
+        for name in order:
+            HOOKS.seconds = WORKER.seconds = 0.0
+            with contextlib.redirect_stdout(io.StringIO()):  # HF prints a dict per run
+                began = time.perf_counter()
+                variants[name]()
+                wall = time.perf_counter() - began
+            times[name].append(wall)
+            times[f"{name}:hooks"].append(HOOKS.seconds / wall)
+            times[f"{name}:cpu"].append(WORKER.seconds / wall)
+    return times
+
+
+def lightning_variants(root: Path, epochs: int) -> dict[str, Callable[[], None]]:
+    import lightning.pytorch as pl
+    import torch
+    from lightning.pytorch.loggers import MLFlowLogger
+    from torch.utils.data import DataLoader, TensorDataset
+
+    from carbon_callbacks.integrations.lightning import CarbonCallback
+    from carbon_callbacks.integrations.mlflow import MlflowSink
+
+    hooks = ("__init__", "on_train_start", "on_train_epoch_end", "on_train_end")
+    HOOKS.wrap(CarbonCallback, hooks)
+    WORKER.wrap(MlflowSink, ("_open", "_send"), cpu=True)
+    uri = f"sqlite:///{root / 'bench.db'}"
+    gen = torch.Generator().manual_seed(0)
+    x = torch.randn(2048, 32, generator=gen)
+    loader = DataLoader(TensorDataset(x, x.sum(dim=1, keepdim=True)), batch_size=32)
+
+    class Mlp(pl.LightningModule):
+        def __init__(self) -> None:
+            super().__init__()
+            self.net = torch.nn.Sequential(
+                torch.nn.Linear(32, 256), torch.nn.ReLU(), torch.nn.Linear(256, 1)
+            )
+
+        def training_step(self, batch: Any, batch_idx: int) -> Any:
+            loss = torch.nn.functional.mse_loss(self.net(batch[0]), batch[1])
+            self.log("train_loss", loss, on_step=False, on_epoch=True)
+            return loss
+
+        def configure_optimizers(self) -> Any:
+            return torch.optim.SGD(self.parameters(), lr=1e-3)
+
+    def run(with_callback: bool) -> None:
+        callbacks = [CarbonCallback(country="FR", summary=False)] if with_callback else []
+        trainer = pl.Trainer(
+            max_epochs=epochs,
+            accelerator="cpu",
+            devices=1,
+            logger=MLFlowLogger(experiment_name="bench", tracking_uri=uri),
+            callbacks=callbacks,
+            enable_progress_bar=False,
+            enable_model_summary=False,
+            enable_checkpointing=False,
+            default_root_dir=root,
+            log_every_n_steps=50,
+        )
+        trainer.fit(Mlp(), loader)
+
+    return {
+        "MLFlowLogger (baseline)": functools.partial(run, False),
+        "MLFlowLogger + CarbonCallback": functools.partial(run, True),
+    }
+
+
+def transformers_variants(root: Path, epochs: int) -> dict[str, Callable[[], None]]:
+    import mlflow  # noqa: F401  (before transformers: see carbon_callbacks.demo)
+    import torch
+    from transformers import BertConfig, BertForSequenceClassification, Trainer, TrainingArguments
+    from transformers.integrations import CodeCarbonCallback
+
+    from carbon_callbacks.integrations.transformers import CarbonCallback
+
+    HOOKS.wrap(CarbonCallback, ("__init__", "on_train_begin", "on_epoch_end", "on_train_end"))
+    gen = torch.Generator().manual_seed(0)
+    ids = torch.randint(0, 100, (256, 16), generator=gen)
+    data = [{"input_ids": i, "labels": int(i[0] % 2)} for i in ids]
+    sizes: dict[str, Any] = {"hidden_size": 32, "intermediate_size": 64, "num_labels": 2}
+    config = BertConfig(
+        vocab_size=100, num_hidden_layers=2, num_attention_heads=2, max_position_embeddings=32,
+        **sizes,
+    )  # fmt: skip
+
+    def run(report_to: list[str], ours: bool) -> None:
+        args = TrainingArguments(
+            output_dir=str(root / "hf"),
+            num_train_epochs=epochs,
+            per_device_train_batch_size=32,
+            report_to=report_to,
+            save_strategy="no",
+            logging_strategy="no",
+            use_cpu=True,
+            disable_tqdm=True,
+        )
+        callbacks = [CarbonCallback(country="FR", sinks=None, summary=False)] if ours else []
+        trainer = Trainer(
+            model=BertForSequenceClassification(config),
+            args=args,
+            train_dataset=data,
+            callbacks=callbacks,
+        )
+        trainer.train()
+
+    variants = {
+        'report_to="none" (baseline)': functools.partial(run, [], False),
+        "CarbonCallback (journal only)": functools.partial(run, [], True),
+    }
+    try:
+        import codecarbon
+    except ImportError:
+        print("codecarbon is not installed: pip install codecarbon==3.3.2", file=sys.stderr)
+    else:
+        codecarbon.EmissionsTracker = functools.partial(  # type: ignore[misc]
+            codecarbon.OfflineEmissionsTracker, country_iso_code="FRA"
+        )
+        HOOKS.wrap(CodeCarbonCallback, ("on_init_end", "on_train_begin", "on_train_end"))
+        variants['report_to=["codecarbon"] (offline)'] = functools.partial(
+            run, ["codecarbon"], False
+        )
+    return variants
+
+
+def table(framework: str, times: Result) -> list[str]:
+    names = [name for name in times if ":" not in name]
+    base = times[names[0]]
+    rows = []
+    for name in names:
+        ratios = [t / b for t, b in zip(times[name], base, strict=True)]
+        hooks = statistics.median(times[f"{name}:hooks"]) * 100
+        cpu = statistics.median(times[f"{name}:cpu"]) * 100
+        rows.append(
+            f"| {framework} | {name} | {statistics.median(times[name]):.3f} | "
+            f"{statistics.median(ratios):.4f} | {min(ratios):.3f}-{max(ratios):.3f} | "
+            f"{hooks:.2f} % | {cpu:.2f} % |"
+        )
+    return rows
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--rounds", type=int, default=7)
+    parser.add_argument("--epochs", type=int, default=30)
+    parser.add_argument("--only", choices=("lightning", "transformers"), default=None)
+    parser.add_argument(
+        "--threads", type=int, default=1, help="torch threads (1: steadier timings; default)"
+    )
+    args = parser.parse_args(argv)
+    import torch
+
+    torch.set_num_threads(args.threads)
+    logging.disable(logging.WARNING)  # framework chatter; the table is the output
+    refused = guard_network()
+    rows = [
+        "| framework | variant | median wall s | median ratio to baseline | ratio range "
+        "| in callback hooks | sink thread CPU |",
+        "|---|---|---|---|---|---|---|",
+    ]
+    with tempfile.TemporaryDirectory() as tmp:
+        root = Path(tmp)
+        os.environ["CARBON_CALLBACKS_OUTPUT_DIR"] = str(root / "journal")
+        builders = {"lightning": lightning_variants, "transformers": transformers_variants}
+        for framework, build in builders.items():
+            if args.only in (None, framework):
+                rows += table(framework, interleave(build(root, args.epochs), args.rounds))
+    print(
+        f"\n{args.epochs} epochs per run, {args.rounds} interleaved rounds after a warm-up; "
+        f"{os.cpu_count()} CPUs, torch threads {args.threads}, Python {sys.version.split()[0]}"
+    )
+    print("\n".join(rows))
+    if refused:
+        print(f"refused network connections: {refused}")
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

@@ -1,0 +1,332 @@
+"""Cloud regions ranked by carbon intensity, and the greener-region advice of a run.
+
+The intensities are those of the bundled tables (see `carbon_callbacks.intensity`), which do
+not share one basis: a GCP region carries Google's own figure for its grid ("average
+operational gross emissions", a *direct* basis), while an AWS or Azure region carries the
+Ember *life-cycle* value of its state or country. Direct figures are lower than life-cycle
+ones for the same grid, so every row and every alternative says its basis and source.
+
+Example:
+    >>> [r.intensity.location for r in rank_regions("aws", near="FR", top=2)]
+    ['aws:eu-north-1', 'aws:eu-central-2']
+"""
+
+from __future__ import annotations
+
+import argparse
+import re
+import sys
+from collections.abc import Sequence
+from dataclasses import dataclass
+from typing import NoReturn
+
+from carbon_callbacks.intensity import (
+    CloudRegion,
+    Intensity,
+    _tables,
+    cloud_regions,
+    normalize_cloud,
+)
+from carbon_callbacks.intensity._suggest import close_matches
+from carbon_callbacks.intensity.locations import maybe_country, normalize_region
+from carbon_callbacks.measurement import Measurement
+from carbon_callbacks.units import emissions_kg
+
+# Areas for `near`: the UN M49 geographic regions (https://unstats.un.org/unsd/methodology/m49/)
+# by ISO 3166-1 alpha-2 code, with the Americas split into M49's "Northern America" and "Latin
+# America and the Caribbean", and M49's "Western Asia" kept apart from the rest of Asia (the
+# Gulf and Levant regions are far from Tokyo or Mumbai). Not in M49, placed by hand: TW
+# (Eastern Asia), XK (Southern Europe). Antarctica (AQ) belongs to no area.
+_AREA_CODES = {
+    "africa": "DZ EG LY MA SD TN EH IO BI KM DJ ER ET TF KE MG MW MU YT MZ RE RW SC SO SS UG TZ"
+    " ZM ZW AO CM CF TD CG CD GQ GA ST BW SZ LS NA ZA BJ BF CV CI GM GH GN GW LR ML MR NE NG SH"
+    " SN SL TG",
+    "northern-america": "BM CA GL PM US",
+    "latin-america": "AI AG AW BS BB BQ VG KY CU CW DM DO GD GP HT JM MQ MS PR BL KN LC MF VC SX"
+    " TT TC VI BZ CR SV GT HN MX NI PA AR BO BV BR CL CO EC FK GF GY PY PE GS SR UY VE",
+    "europe": "BY BG CZ HU PL MD RO RU SK UA AX DK EE FO FI GG IS IE IM JE LV LT NO SJ SE GB AL"
+    " AD BA HR GI GR VA IT MT ME MK PT SM RS SI ES XK AT BE FR DE LI LU MC NL CH",
+    "western-asia": "AM AZ BH CY GE IQ IL JO KW LB OM QA SA PS SY TR AE YE",
+    "asia": "KZ KG TJ TM UZ CN HK MO KP JP MN KR TW BN KH ID LA MY MM PH SG TH TL VN AF BD BT IN"
+    " IR MV NP PK LK",
+    "oceania": "AU NZ NF HM CX CC FJ NC PG SB VU GU KI MH FM NR MP PW UM AS CK PF NU PN WS TK TO"
+    " TV WF",
+}
+AREAS: dict[str, str] = {
+    code: area for area, codes in _AREA_CODES.items() for code in codes.split()
+}
+_NEAR_EXAMPLES = "'aws:eu-west-3', 'FR', 'France', 'US-CA' or an area (" + ", ".join(_AREA_CODES)
+_BASIS_NOTES = {
+    "direct": "direct = the provider's figure for its grid, combustion only (Google)",
+    "life-cycle": "life-cycle = generation incl. upstream emissions, CO2e (Ember)",
+    "co2-only": "co2-only = combustion CO2 only, no other gases (China MEE)",
+}
+# "Ember/OWID 2025 (country NO, for azure:norwayeast)" -> source, level of the data.
+_DERIVED = re.compile(r"^(?P<source>.*) \((?P<level>(?:country|region) [A-Z0-9-]+), for [^)]*\)$")
+
+
+@dataclass(frozen=True)
+class Alternative:
+    """The same run (same energy, PUE included) in another cloud region.
+
+    Args:
+        region: ``provider:region`` id, e.g. ``"gcp:europe-north1"``.
+        location: the provider's name for the place, e.g. ``"Hamina"``.
+        g_per_kwh: the region's carbon intensity (g CO2eq per kWh).
+        emissions_kg: the run's energy at that intensity, in kg CO2eq.
+        change_pct: change against the run's own emissions, in % (negative = less).
+        basis: ``"direct"``, ``"life-cycle"`` or ``"co2-only"`` (see the module docstring).
+        source: where the intensity comes from; year: the year it describes.
+    """
+
+    region: str
+    location: str
+    g_per_kwh: float
+    emissions_kg: float
+    change_pct: float
+    basis: str
+    source: str
+    year: int | None
+
+
+def area_of(near: str) -> str:
+    """The M49-based area (``"europe"``, ``"asia"``…) of a cloud region, country, region or area.
+
+    Args:
+        near: a cloud region id (``"aws:eu-west-3"``), an ISO 3166-1 code or English name
+            (``"FR"``, ``"FRA"``, ``"France"``), an ISO 3166-2 region (``"US-CA"``), or an
+            area name itself (``"europe"``).
+
+    Raises:
+        ValueError: none of those; the message gives close matches.
+    """
+    if not isinstance(near, str) or not near.strip():
+        raise ValueError(f"near must be a non-empty string such as {_NEAR_EXAMPLES}), got {near!r}")
+    text = near.strip()
+    key = text.casefold().replace(" ", "-").replace("_", "-")
+    if key in _AREA_CODES:
+        return key
+    if ":" in text:
+        try:
+            country: str | None = cloud_regions_by_id()[normalize_cloud(text)].country
+        except ValueError as exc:
+            raise ValueError(f"near={near!r}: {exc}") from None
+    else:
+        country = maybe_country(text)
+        if country is None and "-" in text:
+            country = _region_country(text)
+    if country is None:
+        choices = {c.partition(":")[2]: c for c in cloud_regions_by_id()}
+        choices.update({area: area for area in _AREA_CODES})
+        rows = _tables.countries().rows
+        choices.update(
+            {k: f"{v} ({rows[v]['name']})" for k, v in _tables.countries().labels.items()}
+        )
+        matches = close_matches(text, choices, n=4)
+        hint = f"; close matches: {', '.join(matches)}" if matches else ""
+        raise ValueError(f"unknown near={near!r}: expected {_NEAR_EXAMPLES}){hint}")
+    if country not in AREAS:
+        raise ValueError(f"near={near!r} ({country}) is in no area; give a country or area")
+    return AREAS[country]
+
+
+def cloud_regions_by_id() -> dict[str, CloudRegion]:
+    """Every bundled cloud region by ``provider:region`` id."""
+    return {f"{r.provider}:{r.region}": r for r in cloud_regions()}
+
+
+def rank_regions(
+    provider: str | None = None, near: str | None = None, top: int | None = None
+) -> list[CloudRegion]:
+    """Cloud regions sorted by carbon intensity, lowest first (ties by id).
+
+    Args:
+        provider: ``"aws"``, ``"gcp"`` (or ``"google"``), ``"azure"``; ``None`` for all.
+        near: keep only the regions in the same area as this place (see `area_of`).
+        top: keep the first `top` regions (an int >= 1); ``None`` keeps all.
+
+    Raises:
+        ValueError: an unknown provider or place, or a bad `top`; the message says what is
+            accepted.
+
+    Example:
+        >>> rank_regions("gcp", top=1)[0].region
+        'europe-north2'
+    """
+    if top is not None and (isinstance(top, bool) or not isinstance(top, int) or top < 1):
+        raise ValueError(f"top must be a whole number >= 1, got {top!r}")
+    regions = cloud_regions(provider)
+    if near is not None:
+        area = area_of(near)
+        regions = [r for r in regions if AREAS.get(r.country) == area]
+    regions.sort(key=lambda r: (r.intensity.g_per_kwh, r.provider, r.region))
+    return regions if top is None else regions[:top]
+
+
+def greener_alternatives(
+    totals: Measurement, intensity: Intensity, n: int = 3, near: str | None = None
+) -> list[Alternative]:
+    """Up to `n` cloud regions where the same run would have emitted less, lowest first.
+
+    When the run's intensity is a cloud region (``intensity.cloud``), the candidates are that
+    provider's other regions; otherwise every bundled region. Only regions with a strictly
+    lower intensity than the run's are returned, so an empty list means the run was already
+    in the lowest one. The energy stays the run's (its PUE included): only the grid changes.
+
+    Args:
+        totals: the run's totals (only ``energy_kwh`` is used).
+        intensity: the intensity the run used (`Tracker.intensity`).
+        n: at most this many alternatives (>= 1).
+        near: only regions in the same area as this place (see `area_of`), e.g. the run's
+            own ``intensity.cloud`` for advice that keeps the data on its continent.
+
+    Raises:
+        ValueError: `n` < 1, or a bad `near`.
+    """
+    if isinstance(n, bool) or not isinstance(n, int) or n < 1:
+        raise ValueError(f"n must be a whole number >= 1, got {n!r}")
+    provider = intensity.cloud.partition(":")[0] if intensity.cloud else None
+    found: list[Alternative] = []
+    for r in rank_regions(provider, near):
+        key = f"{r.provider}:{r.region}"
+        g = r.intensity.g_per_kwh
+        if key == intensity.cloud or g >= intensity.g_per_kwh:
+            continue
+        source, _ = _source_and_level(r)
+        found.append(
+            Alternative(
+                region=key,
+                location=r.location,
+                g_per_kwh=g,
+                emissions_kg=emissions_kg(totals.energy_kwh, g),
+                # The ratio of intensities is the ratio of emissions, even for a zero-energy run.
+                change_pct=(g / intensity.g_per_kwh - 1.0) * 100.0,
+                basis=r.intensity.basis,
+                source=source,
+                year=r.intensity.year,
+            )
+        )
+        if len(found) == n:
+            break
+    return found
+
+
+def advice_line(totals: Measurement, intensity: Intensity) -> str | None:
+    """One line of advice for the end-of-training summary, or None in the best region already.
+
+    Example: ``"the same run in gcp:europe-north1 would have emitted about 0.0012 kg CO2eq
+    (-93 %)"``, with the basis named when it differs from the run's.
+    """
+    found = greener_alternatives(totals, intensity, n=1)
+    if not found:
+        return None
+    best = found[0]
+    line = (
+        f"the same run in {best.region} would have emitted about {best.emissions_kg:.2g} kg "
+        f"CO2eq ({best.change_pct:+.0f} %)"
+    )
+    if intensity.basis in _BASIS_NOTES and best.basis != intensity.basis:
+        line += f" [{best.basis} figure ({best.source}) vs {intensity.basis} for this run]"
+    return line
+
+
+def greener_region_tag(totals: Measurement, intensity: Intensity) -> str:
+    """The value of the tag ``carbon.greener_region``: ``"gcp:europe-north1 (-93 %)"``.
+
+    ``"none"`` when the run is already in the lowest region it is compared with.
+    """
+    found = greener_alternatives(totals, intensity, n=1)
+    return f"{found[0].region} ({found[0].change_pct:+.0f} %)" if found else "none"
+
+
+def _region_country(text: str) -> str | None:
+    try:
+        return normalize_region(text).partition("-")[0]
+    except ValueError:
+        return None
+
+
+def _source_and_level(r: CloudRegion) -> tuple[str, str]:
+    """The source without its "(country NO, for …)" suffix, and the level of the data."""
+    m = _DERIVED.match(r.intensity.source)
+    if m is None:
+        return r.intensity.source, "cloud region"
+    return m["source"], m["level"]
+
+
+def format_table(regions: Sequence[CloudRegion]) -> str:
+    """A plain-text table: rank, region, location, country, g/kWh, basis, level, source, year."""
+    header = ("rank", "region", "location", "country", "g/kWh", "basis", "data for", "source")
+    rows = [header]
+    for i, r in enumerate(regions, 1):
+        source, level = _source_and_level(r)
+        year = "" if r.intensity.year is None else str(r.intensity.year)
+        location = r.location if len(r.location) <= 28 else r.location[:27] + "…"
+        rows.append(
+            (
+                str(i),
+                f"{r.provider}:{r.region}",
+                location,
+                r.country,
+                f"{r.intensity.g_per_kwh:.1f}",
+                r.intensity.basis,
+                level,
+                f"{source} ({year})" if year and year not in source else source,
+            )
+        )
+    widths = [max(len(row[i]) for row in rows) for i in range(len(header))]
+    right = {0, 4}
+    lines = [
+        "  ".join(
+            c.rjust(w) if i in right else c.ljust(w)
+            for i, (c, w) in enumerate(zip(row, widths, strict=True))
+        ).rstrip()
+        for row in rows
+    ]
+    bases = sorted({r.intensity.basis for r in regions})
+    notes = [_BASIS_NOTES[b] for b in bases if b in _BASIS_NOTES]
+    if notes:
+        lines.append("Basis: " + "; ".join(notes) + ".")
+    if len(bases) > 1:
+        lines.append("Rows of different bases are not strictly comparable; yearly averages.")
+    return "\n".join(lines)
+
+
+class _Parser(argparse.ArgumentParser):
+    def error(self, message: str) -> NoReturn:
+        """One line on stderr and exit status 2, instead of the usage and the error."""
+        self.exit(2, f"{self.prog}: error: {message} (see --help)\n")
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """``carbon-callbacks regions [--provider P] [--near PLACE] [--top N]``; exit 2 on bad input."""
+    parser = _Parser(
+        prog="carbon-callbacks regions",
+        description="Cloud regions ranked by carbon intensity (lowest first), with the source, "
+        "year and basis of each figure. Bundled data only, no network.",
+    )
+    parser.add_argument("--provider", help="aws, gcp (or google) or azure; default: all")
+    parser.add_argument(
+        "--near",
+        metavar="PLACE",
+        help="only regions in the same area (UN M49 based) as a cloud region (aws:eu-west-3), "
+        "a country (FR, France), a region (US-CA) or an area (" + ", ".join(_AREA_CODES) + ")",
+    )
+    parser.add_argument("--top", type=int, metavar="N", help="show the N lowest only")
+    try:
+        args = parser.parse_args(sys.argv[1:] if argv is None else list(argv))
+        regions = rank_regions(args.provider, args.near, args.top)
+    except SystemExit as exc:  # --help, or a parse error already printed
+        return exc.code if isinstance(exc.code, int) else 2
+    except ValueError as exc:
+        print(f"{parser.prog}: error: {exc}", file=sys.stderr)
+        return 2
+    if not regions:
+        print("no bundled cloud region matches these filters")
+        return 0
+    print(format_table(regions))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,367 @@
+"""``carbon-callbacks report``: compare the emissions of an MLflow experiment's runs.
+
+Reads the runs with ``MlflowClient`` (the ``carbon/*`` metrics and ``carbon.*`` tags of
+DESIGN.md: the last value of ``carbon/emissions_kg`` is the run total, per-epoch
+``carbon/epoch_*`` metrics have step = epoch), prints a table sorted by emissions (lowest
+first) and, with ``--out``, writes a chart (total emissions per run, energy per epoch) as a
+PNG or a self-contained HTML page. MLflow and matplotlib are imported only here, when the
+command runs.
+"""
+
+from __future__ import annotations
+
+import argparse
+import base64
+import dataclasses
+import html
+import os
+import sys
+import time
+import urllib.error
+import urllib.request
+from collections.abc import Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, NoReturn
+from urllib.parse import urlsplit, urlunsplit
+
+from carbon_callbacks._version import __version__
+from carbon_callbacks.sensors.base import ESTIMATED_METHODS
+
+PROG = "carbon-callbacks report"
+EPOCH_ENERGY = "carbon/epoch_energy_kwh"
+EPOCH_EMISSIONS = "carbon/epoch_emissions_kg"
+
+
+class ReportError(Exception):
+    """Something the user must fix (store unreachable, unknown experiment); one line."""
+
+
+@dataclass(frozen=True)
+class RunRow:
+    """One run of the report. Energies in kWh, emissions in kg CO2eq, durations in s."""
+
+    run_id: str
+    name: str
+    duration_s: float | None
+    energy_kwh: float
+    emissions_kg: float
+    epochs: int
+    kg_per_epoch: float | None
+    intensity_g_per_kwh: float | None
+    intensity_source: str
+    estimated: str  # "cpu, ram", "none", or from carbon.estimated when no method tags
+    epoch_energy_kwh: tuple[tuple[int, float], ...]
+
+
+def load_runs(client: Any, experiment_id: str, max_runs: int) -> tuple[list[RunRow], int]:
+    """The runs with carbon metrics, sorted by emissions, and how many runs had none."""
+    runs: list[Any] = []
+    token = None
+    while len(runs) < max_runs:
+        page = client.search_runs(
+            [experiment_id], max_results=min(1000, max_runs - len(runs)), page_token=token
+        )
+        runs.extend(page)
+        token = page.token
+        if not token:
+            break
+    rows = [row for row in (_row(client, run) for run in runs) if row is not None]
+    rows.sort(key=lambda r: (r.emissions_kg, r.name))
+    return _unique_names(rows), len(runs) - len(rows)
+
+
+def _row(client: Any, run: Any) -> RunRow | None:
+    metrics, tags, info = run.data.metrics, run.data.tags, run.info
+    if "carbon/emissions_kg" not in metrics or "carbon/energy_kwh" not in metrics:
+        return None
+    energy = sorted((m.step, m.value) for m in client.get_metric_history(info.run_id, EPOCH_ENERGY))
+    per_epoch = [m.value for m in client.get_metric_history(info.run_id, EPOCH_EMISSIONS)]
+    duration = metrics.get("carbon/duration_s")
+    if duration is None and info.end_time and info.start_time:
+        duration = (info.end_time - info.start_time) / 1000.0
+    return RunRow(
+        run_id=info.run_id,
+        name=info.run_name or tags.get("mlflow.runName") or info.run_id[:8],
+        duration_s=duration,
+        energy_kwh=metrics["carbon/energy_kwh"],  # the last value is the run total
+        emissions_kg=metrics["carbon/emissions_kg"],
+        epochs=len(energy),
+        kg_per_epoch=sum(per_epoch) / len(per_epoch) if per_epoch else None,
+        intensity_g_per_kwh=metrics.get("carbon/intensity_g_per_kwh"),
+        intensity_source=tags.get("carbon.intensity_source", "?"),
+        estimated=_estimated(tags),
+        epoch_energy_kwh=tuple(energy),
+    )
+
+
+def _estimated(tags: dict[str, str]) -> str:
+    methods = {c: tags.get(f"carbon.{c}_method") for c in ("cpu", "gpu", "ram")}
+    if all(m is None for m in methods.values()):
+        return {"true": "yes", "false": "none"}.get(tags.get("carbon.estimated", ""), "?")
+    found = [c for c, m in methods.items() if m and set(m.split("+")) & ESTIMATED_METHODS]
+    return ", ".join(found) or "none"
+
+
+def _unique_names(rows: list[RunRow]) -> list[RunRow]:
+    """Runs that share a name get their short id appended, so the chart tells them apart."""
+    names = [r.name for r in rows]
+    return [
+        r if names.count(r.name) == 1 else dataclasses.replace(r, name=f"{r.name} ({r.run_id[:6]})")
+        for r in rows
+    ]
+
+
+def _duration(seconds: float | None) -> str:
+    if seconds is None:
+        return "?"
+    if seconds >= 3600:
+        return f"{seconds / 3600:.1f} h"
+    return f"{seconds / 60:.1f} min" if seconds >= 60 else f"{seconds:.1f} s"
+
+
+def _num(value: float | None) -> str:
+    return "?" if value is None else f"{value:.4g}"
+
+
+HEADER = ("run", "duration", "kWh", "kg CO2eq", "kg/epoch", "epochs", "g/kWh", "source",
+          "estimated")  # fmt: skip
+
+
+def table_cells(rows: Sequence[RunRow]) -> list[tuple[str, ...]]:
+    """The table, header first, every cell a string."""
+    cells: list[tuple[str, ...]] = [HEADER]
+    for r in rows:
+        cells.append(
+            (
+                r.name,
+                _duration(r.duration_s),
+                _num(r.energy_kwh),
+                _num(r.emissions_kg),
+                _num(r.kg_per_epoch),
+                str(r.epochs),
+                "?" if r.intensity_g_per_kwh is None else f"{r.intensity_g_per_kwh:g}",
+                r.intensity_source,
+                r.estimated,
+            )
+        )
+    return cells
+
+
+def format_table(rows: Sequence[RunRow]) -> str:
+    cells = table_cells(rows)
+    widths = [max(len(row[i]) for row in cells) for i in range(len(HEADER))]
+    numeric = {1, 2, 3, 4, 5, 6}
+    return "\n".join(
+        "  ".join(
+            c.rjust(w) if i in numeric else c.ljust(w)
+            for i, (c, w) in enumerate(zip(row, widths, strict=True))
+        ).rstrip()
+        for row in cells
+    )
+
+
+def render_png(rows: Sequence[RunRow], title: str) -> bytes:
+    """A PNG: total emissions per run (bars) and energy per epoch (one line per run)."""
+    import io
+
+    from matplotlib.figure import Figure  # no pyplot: no global backend, no GUI
+    from matplotlib.ticker import MaxNLocator
+
+    fig = Figure(figsize=(11, 0.9 + max(3.6, 0.32 * len(rows))), dpi=110, layout="constrained")
+    bars, lines = fig.subplots(1, 2, width_ratios=(1, 1.2))
+    colors = [f"C{i % 10}" for i in range(len(rows))]
+    names = [r.name if len(r.name) <= 32 else r.name[:31] + "…" for r in rows]
+    y = list(range(len(rows)))
+    bars.barh(y, [r.emissions_kg for r in rows], color=colors)
+    bars.set_yticks(y, names)
+    bars.invert_yaxis()  # lowest emissions on top, as in the table
+    bars.set_xlabel("kg CO2eq (run total)")
+    bars.set_title("Emissions per run")
+    for r, name, color in zip(rows, names, colors, strict=True):
+        if r.epoch_energy_kwh:
+            steps, values = zip(*r.epoch_energy_kwh, strict=True)
+            lines.plot(steps, [v * 1000 for v in values], marker="o", color=color, label=name)
+    lines.xaxis.set_major_locator(MaxNLocator(integer=True))
+    lines.set_xlabel("epoch")
+    lines.set_ylabel("Wh per epoch")
+    lines.set_title("Energy per epoch")
+    lines.grid(alpha=0.3)
+    if any(r.epoch_energy_kwh for r in rows) and len(rows) <= 12:
+        lines.legend(fontsize="small")
+    fig.suptitle(title)
+    buffer = io.BytesIO()
+    fig.savefig(buffer, format="png")
+    return buffer.getvalue()
+
+
+def render_html(rows: Sequence[RunRow], title: str, png: bytes, about: str) -> str:
+    """A self-contained page: the table and the chart (PNG inlined as base64)."""
+    cells = table_cells(rows)
+    head = "".join(f"<th>{html.escape(c)}</th>" for c in cells[0])
+    body = "\n".join(
+        "<tr>" + "".join(f"<td>{html.escape(c)}</td>" for c in row) + "</tr>" for row in cells[1:]
+    )
+    image = base64.b64encode(png).decode("ascii")
+    return f"""<!DOCTYPE html>
+<html lang="en"><head><meta charset="utf-8"><title>{html.escape(title)}</title>
+<style>body{{font-family:system-ui,sans-serif;margin:2em;color:#222}}
+table{{border-collapse:collapse}}td,th{{padding:.3em .8em;border-bottom:1px solid #ddd;
+text-align:left}}th{{background:#f4f4f4}}img{{max-width:100%}}p.note{{color:#555}}</style>
+</head><body>
+<h1>{html.escape(title)}</h1>
+<p class="note">{html.escape(about)}</p>
+<table><thead><tr>{head}</tr></thead><tbody>
+{body}
+</tbody></table>
+<p><img alt="Emissions per run and energy per epoch" src="data:image/png;base64,{image}"></p>
+<p class="note">kg CO2eq = kWh (PUE included) x the run's carbon intensity / 1000; kg/epoch is
+the mean of <code>carbon/epoch_emissions_kg</code>. "estimated" lists the components whose
+energy is an estimate (TDP model, RAM model or constant watts), not a measurement.
+Generated by carbon-callbacks {html.escape(__version__)}.</p>
+</body></html>
+"""
+
+
+def redact(uri: str) -> str:
+    """The URI without a password (``http://user:***@host``)."""
+    parts = urlsplit(uri)
+    if parts.password is None:
+        return uri
+    netloc = parts.netloc.rpartition("@")
+    return urlunsplit(parts._replace(netloc=f"{parts.username}:***@{netloc[2]}"))
+
+
+def _check_server(uri: str) -> None:
+    """Fail in seconds when an HTTP server does not answer (MLflow retries for minutes)."""
+    if urlsplit(uri).scheme not in ("http", "https"):
+        return
+    try:
+        with urllib.request.urlopen(uri.rstrip("/") + "/health", timeout=10):
+            pass
+    except urllib.error.HTTPError:
+        pass  # it answered (a proxy or auth in front): let MLflow report what it means
+    except (OSError, ValueError) as exc:
+        reason = getattr(exc, "reason", exc)
+        raise ReportError(f"cannot reach the MLflow server at {redact(uri)}: {reason}") from None
+
+
+class _Parser(argparse.ArgumentParser):
+    def error(self, message: str) -> NoReturn:
+        self.exit(2, f"{self.prog}: error: {message} (see --help)\n")
+
+
+def _parser() -> argparse.ArgumentParser:
+    p = _Parser(
+        prog=PROG,
+        description="Compare the energy and emissions of an MLflow "
+        "experiment's runs: a table sorted by emissions, and a chart with --out.",
+    )
+    p.add_argument(
+        "--tracking-uri",
+        metavar="URI",
+        default=os.environ.get("MLFLOW_TRACKING_URI"),
+        help="sqlite:///mlflow.db, http://127.0.0.1:5000, file:./mlruns "
+        "(default: $MLFLOW_TRACKING_URI)",
+    )
+    p.add_argument("--experiment", required=True, metavar="NAME", help="experiment name")
+    p.add_argument(
+        "--out",
+        type=Path,
+        metavar="FILE",
+        help="write the chart: FILE.png, or FILE.html (table and chart in one self-contained page)",
+    )
+    p.add_argument(
+        "--max-runs", type=int, default=500, metavar="N", help="read at most N runs (500)"
+    )
+    return p
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """``carbon-callbacks report``; 0 done, 1 store or experiment problem, 2 bad arguments."""
+    parser = _parser()
+    try:
+        args = parser.parse_args(sys.argv[1:] if argv is None else list(argv))
+    except SystemExit as exc:
+        return exc.code if isinstance(exc.code, int) else 2
+    out: Path | None = args.out
+    problem = None
+    if not args.tracking_uri:
+        problem = "--tracking-uri is required (or set MLFLOW_TRACKING_URI)"
+    elif out is not None and out.suffix.lower() not in (".png", ".html", ".htm"):
+        problem = f"--out must end in .png or .html, got {str(out)!r}"
+    elif args.max_runs < 1:
+        problem = f"--max-runs must be >= 1, got {args.max_runs}"
+    if problem:
+        print(f"{PROG}: error: {problem}", file=sys.stderr)
+        return 2
+    try:
+        return _report(args.tracking_uri, args.experiment, out, args.max_runs)
+    except ReportError as exc:
+        print(f"{PROG}: error: {exc}", file=sys.stderr)
+        return 1
+
+
+def _report(uri: str, experiment: str, out: Path | None, max_runs: int) -> int:
+    try:
+        from mlflow.exceptions import MlflowException
+        from mlflow.tracking import MlflowClient
+    except ImportError:
+        raise ReportError(
+            "the report reads MLflow runs: pip install 'carbon-callbacks[mlflow]'"
+        ) from None
+    _check_server(uri)
+    try:
+        client = MlflowClient(tracking_uri=uri)
+        exp = client.get_experiment_by_name(experiment)
+        if exp is None:
+            names = [e.name for e in client.search_experiments(max_results=1000)]
+            raise ReportError(
+                f"no experiment {experiment!r} at {redact(uri)}; " + _known(experiment, names)
+            )
+        rows, skipped = load_runs(client, exp.experiment_id, max_runs)
+    except (MlflowException, OSError) as exc:  # requests' errors are OSErrors
+        message = " ".join(str(getattr(exc, "message", exc)).split())
+        raise ReportError(f"cannot read {redact(uri)}: {message}") from None
+    if not rows:
+        raise ReportError(f"experiment {experiment!r} has no run with carbon/* metrics "
+                          f"({skipped} run(s) without)")  # fmt: skip
+    print(format_table(rows))
+    total = sum(r.emissions_kg for r in rows)
+    note = f"; {skipped} run(s) without carbon metrics not shown" if skipped else ""
+    print(f"{len(rows)} run(s), {total:.4g} kg CO2eq in all{note}")
+    if out is not None:
+        _write(rows, experiment, uri, out)
+        print(f"wrote {out}")
+    return 0
+
+
+def _known(name: str, names: list[str]) -> str:
+    import difflib
+
+    close = difflib.get_close_matches(name, names, n=3)
+    if close:
+        return "close matches: " + ", ".join(repr(n) for n in close)
+    return "experiments: " + (", ".join(repr(n) for n in sorted(names)[:20]) or "none")
+
+
+def _write(rows: Sequence[RunRow], experiment: str, uri: str, out: Path) -> None:
+    title = f"Carbon footprint of the runs of {experiment!r}"
+    try:
+        png = render_png(rows, title)
+    except ImportError:
+        raise ReportError("the chart needs matplotlib: pip install matplotlib") from None
+    when = time.strftime("%Y-%m-%d %H:%M")
+    about = f"{len(rows)} runs from {redact(uri)}, read {when}; lowest emissions first."
+    try:
+        out.parent.mkdir(parents=True, exist_ok=True)
+        if out.suffix.lower() == ".png":
+            out.write_bytes(png)
+        else:
+            out.write_text(render_html(rows, title, png, about), encoding="utf-8")
+    except OSError as exc:
+        raise ReportError(f"cannot write {out}: {exc.strerror or exc}") from None
+
+
+if __name__ == "__main__":
+    sys.exit(main())

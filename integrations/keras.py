@@ -1,0 +1,92 @@
+"""Keras 3 (any backend): `CarbonCallback` for ``model.fit``."""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING, Any
+
+from carbon_callbacks.integrations import (
+    SinksArg,
+    active_mlflow_sink,
+    find_sinks_safely,
+    install_hint,
+    make_session,
+    report_found,
+)
+
+try:
+    import keras
+except ImportError as exc:  # pragma: no cover - depends on the environment
+    raise ImportError(install_hint("keras", "Keras 3")) from exc
+
+if TYPE_CHECKING:
+    from carbon_callbacks.delivery import Sink
+    from carbon_callbacks.session import CarbonSession
+    from carbon_callbacks.tracker import Tracker
+
+__all__ = ["CarbonCallback", "LOG_KEYS"]
+
+# Added to `logs` at each epoch end, so `History` and `CSVLogger` record them.
+LOG_KEYS = ("carbon/epoch_energy_kwh", "carbon/epoch_emissions_kg")
+
+
+class CarbonCallback(keras.callbacks.Callback):  # type: ignore[misc]
+    """Measure each epoch's energy and CO2; log it to the active MLflow run and to `History`.
+
+    The tracker starts at ``on_train_begin``, takes a lap at each ``on_epoch_end`` (after
+    validation; step = the 0-based epoch) and stops at ``on_train_end``. It adds
+    ``carbon/epoch_energy_kwh`` and ``carbon/epoch_emissions_kg`` to the epoch's ``logs``:
+    list this callback before a `CSVLogger` for the CSV to have them. Only epoch-level hooks
+    are used, so Keras keeps dispatching batch callbacks asynchronously.
+
+    Args:
+        tracker: a ready `carbon_callbacks.Tracker`; or pass its keyword arguments instead.
+        sinks: ``"auto"`` (default): the run of ``mlflow.start_run()`` active when training
+            begins; a list of sinks; or None for the journal and summary only.
+        summary: print the end-of-training summary (it is logged at INFO anyway).
+        **tracker_kwargs: `Tracker` arguments: ``country="FR"``, ``pue=1.2``, ...
+
+    Raises:
+        ValueError: a bad Tracker argument, `sinks` value, or both `tracker` and kwargs.
+
+    Example:
+        >>> with mlflow.start_run():
+        ...     history = model.fit(x, y, epochs=3, callbacks=[CarbonCallback(country="FR")])
+        >>> history.history["carbon/epoch_energy_kwh"]
+    """
+
+    def __init__(
+        self,
+        *,
+        tracker: Tracker | None = None,
+        sinks: SinksArg = "auto",
+        summary: bool = True,
+        **tracker_kwargs: Any,
+    ) -> None:
+        super().__init__()
+        self._auto = sinks == "auto"
+        self.session: CarbonSession = make_session(tracker, tracker_kwargs, sinks, summary=summary)
+
+    @property
+    def tracker(self) -> Tracker:
+        return self.session.tracker
+
+    def on_train_begin(self, logs: dict[str, Any] | None = None) -> None:
+        sinks = None
+        if self._auto:
+            sinks = find_sinks_safely(self.tracker, _find_sinks)
+            report_found("keras", sinks)
+        self.session.begin(sinks=sinks)
+
+    def on_epoch_end(self, epoch: int, logs: dict[str, Any] | None = None) -> None:
+        lap = self.session.epoch_end(int(epoch))
+        if lap is not None and logs is not None:
+            logs[LOG_KEYS[0]] = lap.energy_kwh
+            logs[LOG_KEYS[1]] = lap.emissions_kg
+
+    def on_train_end(self, logs: dict[str, Any] | None = None) -> None:
+        self.session.end()
+
+
+def _find_sinks() -> list[Sink]:
+    sink = active_mlflow_sink()
+    return [] if sink is None else [sink]

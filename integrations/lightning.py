@@ -1,0 +1,137 @@
+"""Lightning: `CarbonCallback` logs per-epoch energy and CO2 next to the loss.
+
+Works with ``lightning.pytorch`` and with the older ``pytorch_lightning`` package (a Lightning
+callback is accepted by both trainers).
+"""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING, Any
+
+from carbon_callbacks.integrations import (
+    SinksArg,
+    find_sinks_safely,
+    install_hint,
+    make_session,
+    mlflow_sink,
+    report_found,
+)
+
+try:
+    from lightning.pytorch.callbacks import Callback
+except ImportError:  # pragma: no cover - depends on the environment
+    try:
+        from pytorch_lightning.callbacks import Callback  # type: ignore[assignment]
+    except ImportError as exc:
+        raise ImportError(install_hint("lightning", "Lightning")) from exc
+
+if TYPE_CHECKING:
+    from carbon_callbacks.delivery import Sink
+    from carbon_callbacks.session import CarbonSession
+    from carbon_callbacks.tracker import Tracker
+
+__all__ = ["CarbonCallback"]
+
+
+class CarbonCallback(Callback):
+    """Measure each training epoch's energy and CO2 and log it to the trainer's MLflow run.
+
+    The tracker starts when training starts (after the sanity check), takes a lap at each
+    training epoch end (validation included), and stops when training ends, on global rank 0
+    logging ``carbon/*`` metrics with ``step`` = the 0-based epoch and ``carbon.*`` tags. The
+    totals are saved in checkpoints: resuming continues them. If training raises, the partial
+    epoch is logged before the error propagates.
+
+    Args:
+        tracker: a ready `carbon_callbacks.Tracker`; or pass its keyword arguments instead.
+        sinks: ``"auto"`` (default): log to the run of an `MLFlowLogger` in
+            ``trainer.loggers``; a list of sinks; or None for the journal and summary only.
+        summary: print the end-of-training summary (it is logged at INFO anyway).
+        **tracker_kwargs: `Tracker` arguments: ``country="FR"``, ``pue=1.2``,
+            ``cpu_power_w=50`` (W), ``output_dir=...``, ...
+
+    Raises:
+        ValueError: a bad Tracker argument, `sinks` value, or both `tracker` and kwargs.
+
+    Example:
+        >>> from lightning.pytorch.loggers import MLFlowLogger
+        >>> trainer = Trainer(
+        ...     max_epochs=3,
+        ...     logger=MLFlowLogger(tracking_uri="sqlite:///mlflow.db"),
+        ...     callbacks=[CarbonCallback(country="FR")],
+        ... )
+    """
+
+    def __init__(
+        self,
+        *,
+        tracker: Tracker | None = None,
+        sinks: SinksArg = "auto",
+        summary: bool = True,
+        **tracker_kwargs: Any,
+    ) -> None:
+        super().__init__()
+        self._auto = sinks == "auto"
+        self.session: CarbonSession = make_session(tracker, tracker_kwargs, sinks, summary=summary)
+
+    @property
+    def tracker(self) -> Tracker:
+        return self.session.tracker
+
+    def on_train_start(self, trainer: Any, pl_module: Any) -> None:
+        self.session.is_logging_rank = bool(trainer.is_global_zero)
+        sinks = None
+        if self._auto and trainer.is_global_zero:
+            sinks = find_sinks_safely(self.tracker, lambda: _find_sinks(trainer))
+            report_found("lightning", sinks)
+        self.session.begin(
+            sinks=sinks,
+            nodes=int(getattr(trainer, "num_nodes", 1) or 1),
+            world_size=int(getattr(trainer, "world_size", 1) or 1),
+        )
+
+    def on_train_epoch_end(self, trainer: Any, pl_module: Any) -> None:
+        self.session.epoch_end(int(trainer.current_epoch))
+
+    def on_train_end(self, trainer: Any, pl_module: Any) -> None:
+        self.session.end()
+
+    def on_exception(self, trainer: Any, pl_module: Any, exception: BaseException) -> None:
+        self.session.fail(exception, epoch=int(trainer.current_epoch))
+
+    def state_dict(self) -> dict[str, Any]:
+        return self.session.state_dict()
+
+    def load_state_dict(self, state_dict: dict[str, Any]) -> None:
+        self.session.load_state_dict(state_dict)
+
+
+def _mlflow_logger_types() -> tuple[type, ...]:
+    import sys
+
+    types = []
+    for module_name in ("lightning.pytorch.loggers", "pytorch_lightning.loggers"):
+        module = sys.modules.get(module_name)
+        logger_type = getattr(module, "MLFlowLogger", None)
+        if isinstance(logger_type, type):
+            types.append(logger_type)
+    return tuple(types)
+
+
+def _find_sinks(trainer: Any) -> list[Sink]:
+    """One `MlflowSink` per `MLFlowLogger` of the trainer (the run it logs to)."""
+    mlflow_types = _mlflow_logger_types()
+    sinks: list[Sink] = []
+    for logger in getattr(trainer, "loggers", []):
+        if mlflow_types and isinstance(logger, mlflow_types):
+            sink = _logger_sink(logger)
+            if sink is not None:
+                sinks.append(sink)
+    return sinks
+
+
+def _logger_sink(logger: Any) -> Sink | None:
+    run_id = logger.run_id  # creates the run if the logger has not yet
+    if not run_id:
+        return None
+    return mlflow_sink(run_id, logger.experiment.tracking_uri)

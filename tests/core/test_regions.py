@@ -1,0 +1,265 @@
+from __future__ import annotations
+
+import dataclasses
+
+import pytest
+
+from carbon_callbacks.intensity import Intensity, cloud_regions, resolve
+from carbon_callbacks.measurement import Measurement
+from carbon_callbacks.regions import (
+    AREAS,
+    advice_line,
+    area_of,
+    greener_alternatives,
+    greener_region_tag,
+    main,
+    rank_regions,
+)
+
+
+@pytest.fixture(autouse=True)
+def _offline(no_network: list[object]) -> None:
+    """Everything here reads bundled data only."""
+
+
+def _run(energy_kwh: float, intensity: Intensity) -> Measurement:
+    return Measurement(
+        start_time=0.0,
+        end_time=100.0,
+        duration_s=100.0,
+        energy_kwh=energy_kwh,
+        cpu_energy_kwh=energy_kwh,
+        gpu_energy_kwh=None,
+        ram_energy_kwh=None,
+        emissions_kg=energy_kwh * intensity.g_per_kwh / 1000,
+        intensity_g_per_kwh=intensity.g_per_kwh,
+        intensity_source=intensity.source,
+        intensity_year=intensity.year,
+        pue=1.0,
+    )
+
+
+def _g(region_id: str) -> float:
+    return resolve(cloud=region_id).g_per_kwh
+
+
+def test_rank_is_sorted_lowest_first_and_covers_every_region() -> None:
+    ranked = rank_regions()
+    values = [r.intensity.g_per_kwh for r in ranked]
+    assert values == sorted(values)
+    assert len(ranked) == len(cloud_regions())
+
+
+@pytest.mark.parametrize("provider", ["aws", "gcp", "azure", "Google", "AWS"])
+def test_provider_filter(provider: str) -> None:
+    expected = {"google": "gcp"}.get(provider.lower(), provider.lower())
+    ranked = rank_regions(provider)
+    assert ranked and {r.provider for r in ranked} == {expected}
+
+
+def test_top_keeps_the_lowest() -> None:
+    top = rank_regions("aws", top=5)
+    assert len(top) == 5
+    assert top == rank_regions("aws")[:5]
+    assert all(r.intensity.source and r.intensity.year for r in top)
+
+
+@pytest.mark.parametrize(
+    ("near", "area"),
+    [
+        ("aws:eu-west-3", "europe"),
+        ("gcp:us-central1", "northern-america"),
+        ("FR", "europe"),
+        ("fra", "europe"),
+        ("France", "europe"),
+        ("US-CA", "northern-america"),
+        ("in-mh", "asia"),
+        ("BR", "latin-america"),
+        ("IL", "western-asia"),
+        ("AU", "oceania"),
+        ("ZA", "africa"),
+        ("Europe", "europe"),
+        ("northern america", "northern-america"),
+    ],
+)
+def test_area_of(near: str, area: str) -> None:
+    assert area_of(near) == area
+
+
+def test_near_restricts_to_the_same_area() -> None:
+    ranked = rank_regions(near="aws:eu-west-3")
+    assert ranked
+    assert {AREAS[r.country] for r in ranked} == {"europe"}
+    assert "aws:eu-west-3" in {f"{r.provider}:{r.region}" for r in ranked}
+    assert [r.region for r in rank_regions("aws", near="FR", top=2)] == [
+        "eu-north-1",
+        "eu-central-2",
+    ]
+
+
+def test_every_cloud_region_has_an_area() -> None:
+    assert all(r.country in AREAS for r in cloud_regions())
+
+
+@pytest.mark.parametrize(
+    ("kwargs", "message"),
+    [
+        ({"provider": "ibm"}, "unknown cloud provider 'ibm'.*aws, gcp"),
+        ({"near": "Frnace"}, r"unknown near='Frnace'.*close matches: FR \(France\)"),
+        ({"near": "eu-west-3"}, "close matches: aws:eu-west-3"),
+        ({"near": "aws:eu-wst-3"}, "near='aws:eu-wst-3'.*close matches: aws:eu-west-3"),
+        ({"near": ""}, "near must be a non-empty string"),
+        ({"top": 0}, "top must be a whole number >= 1, got 0"),
+        ({"top": -3}, "top must be a whole number >= 1"),
+        ({"top": 2.5}, "top must be a whole number >= 1"),
+        ({"top": True}, "top must be a whole number >= 1"),
+    ],
+)
+def test_bad_input_raises_value_error_with_suggestions(
+    kwargs: dict[str, object], message: str
+) -> None:
+    with pytest.raises(ValueError, match=message):
+        rank_regions(**kwargs)  # type: ignore[arg-type]
+
+
+def test_alternatives_of_a_cloud_run_are_the_same_provider_lowest_first() -> None:
+    intensity = resolve(cloud="gcp:us-central1")
+    totals = _run(2.0, intensity)
+    found = greener_alternatives(totals, intensity, n=3)
+    assert [a.region for a in found] == [f"gcp:{r.region}" for r in rank_regions("gcp", top=3)]
+    for a in found:
+        assert a.region.startswith("gcp:")
+        assert a.g_per_kwh == _g(a.region) < intensity.g_per_kwh
+        assert a.emissions_kg == pytest.approx(2.0 * a.g_per_kwh / 1000, rel=1e-12)
+        assert a.change_pct == pytest.approx(
+            (a.emissions_kg / totals.emissions_kg - 1) * 100, rel=1e-9
+        )
+        assert a.change_pct < 0
+        assert a.basis == "direct" and a.year == 2024 and a.source
+    assert [a.g_per_kwh for a in found] == sorted(a.g_per_kwh for a in found)
+
+
+def test_alternatives_of_a_country_run_are_the_lowest_overall() -> None:
+    intensity = resolve(country="PL")
+    found = greener_alternatives(_run(1.0, intensity), intensity, n=3)
+    lowest = [f"{r.provider}:{r.region}" for r in rank_regions(top=3)]
+    assert [a.region for a in found] == lowest
+    assert greener_alternatives(_run(1.0, intensity), intensity, n=1)[0].region == lowest[0]
+
+
+def test_alternatives_never_include_the_run_region_or_a_higher_one() -> None:
+    intensity = resolve(cloud="aws:us-east-1")
+    found = greener_alternatives(_run(1.0, intensity), intensity, n=50)
+    assert found and all(a.region.startswith("aws:") for a in found)
+    assert "aws:us-east-1" not in {a.region for a in found}
+    assert all(a.g_per_kwh < intensity.g_per_kwh for a in found)
+
+
+def test_the_best_region_has_no_alternative_and_no_advice() -> None:
+    best = rank_regions("aws", top=1)[0]
+    intensity = resolve(cloud=f"aws:{best.region}")
+    totals = _run(1.0, intensity)
+    assert greener_alternatives(totals, intensity) == []
+    assert advice_line(totals, intensity) is None
+    assert greener_region_tag(totals, intensity) == "none"
+
+
+def test_a_forced_intensity_lower_than_every_region_has_no_advice() -> None:
+    intensity = resolve(intensity_g_per_kwh=1.0)
+    assert advice_line(_run(1.0, intensity), intensity) is None
+
+
+def test_advice_line_and_tag() -> None:
+    intensity = resolve(cloud="gcp:us-central1")
+    totals = _run(0.05, intensity)
+    best = greener_alternatives(totals, intensity, n=1)[0]
+    line = advice_line(totals, intensity)
+    pct = round(best.change_pct)
+    assert line == (
+        f"the same run in {best.region} would have emitted about "
+        f"{best.emissions_kg:.2g} kg CO2eq ({pct:+d} %)"
+    )
+    assert greener_region_tag(totals, intensity) == f"{best.region} ({pct:+d} %)"
+
+
+def test_advice_names_a_different_basis() -> None:
+    intensity = resolve(country="DE")  # Ember life-cycle; the lowest overall is a Google figure
+    line = advice_line(_run(1.0, intensity), intensity)
+    assert line is not None and "[direct figure (Google" in line and "life-cycle" in line
+
+
+def test_zero_energy_run_still_gets_a_percentage() -> None:
+    intensity = resolve(cloud="aws:us-east-1")
+    (a,) = greener_alternatives(_run(0.0, intensity), intensity, n=1)
+    assert a.emissions_kg == 0.0 and a.change_pct < 0
+
+
+@pytest.mark.parametrize("n", [0, -1, 1.5])
+def test_bad_n(n: object) -> None:
+    intensity = resolve(country="FR")
+    with pytest.raises(ValueError, match="n must be a whole number >= 1"):
+        greener_alternatives(_run(1.0, intensity), intensity, n=n)  # type: ignore[arg-type]
+
+
+def test_alternative_is_frozen() -> None:
+    intensity = resolve(country="FR")
+    (a,) = greener_alternatives(_run(1.0, intensity), intensity, n=1)
+    with pytest.raises(dataclasses.FrozenInstanceError):
+        a.region = "x"  # type: ignore[misc]
+
+
+def test_cli_lists_five_aws_regions_with_intensity_and_source(
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    assert main(["--provider", "aws", "--top", "5"]) == 0
+    out = capsys.readouterr().out.splitlines()
+    header, rows = out[0], out[1:6]
+    for column in ("rank", "region", "location", "country", "g/kWh", "basis", "source"):
+        assert column in header
+    expected = rank_regions("aws", top=5)
+    for i, (line, region) in enumerate(zip(rows, expected, strict=True), 1):
+        cells = line.split()
+        assert cells[0] == str(i)
+        assert cells[1] == f"aws:{region.region}"
+        assert f"{region.intensity.g_per_kwh:.1f}" in cells
+        assert "life-cycle" in cells
+    assert "Ember" in "\n".join(rows)
+    assert out[6].startswith("Basis: life-cycle")
+
+
+def test_cli_through_the_main_command(capsys: pytest.CaptureFixture[str]) -> None:
+    from carbon_callbacks.cli import main as cli_main
+
+    assert cli_main(["regions", "--near", "aws:eu-west-3", "--top", "5"]) == 0
+    out = capsys.readouterr().out
+    assert "gcp:europe-north2" in out and "direct" in out and "not strictly comparable" in out
+
+
+@pytest.mark.parametrize(
+    "argv",
+    [
+        ["--provider", "ibm"],
+        ["--near", "Frnace"],
+        ["--top", "0"],
+        ["--top", "x"],
+        ["--bogus"],
+    ],
+)
+def test_cli_bad_input_exits_2_with_one_line(
+    argv: list[str], capsys: pytest.CaptureFixture[str]
+) -> None:
+    assert main(argv) == 2
+    captured = capsys.readouterr()
+    assert captured.out == ""
+    lines = captured.err.strip().splitlines()
+    assert len(lines) == 1 and lines[0].startswith("carbon-callbacks regions: error:")
+
+
+def test_alternatives_near_the_run_stay_in_its_area() -> None:
+    intensity = resolve(cloud="gcp:us-central1")
+    found = greener_alternatives(_run(1.0, intensity), intensity, n=3, near=intensity.cloud)
+    assert [a.region for a in found] == [
+        "gcp:northamerica-northeast1",
+        "gcp:northamerica-northeast2",
+        "gcp:us-west1",
+    ]

@@ -1,0 +1,211 @@
+"""Shared set-up of the framework tests: one sqlite MLflow store and, on demand, one server.
+
+Each framework's tests live in one module (an import costs 5-9 s here) and share one sqlite
+database per session (its first use costs ~4 s of migrations). Nothing here relies on MLflow's
+process-global state: tests pass tracking URIs explicitly.
+"""
+
+from __future__ import annotations
+
+import os
+import signal
+import socket
+import subprocess
+import sys
+import time
+import urllib.request
+from collections.abc import Callable, Iterator, Sequence
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+# Before any framework import: Keras picks its backend at import, HF must never go online.
+os.environ.setdefault("KERAS_BACKEND", "torch")
+os.environ.setdefault("HF_HUB_OFFLINE", "1")
+os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
+os.environ.setdefault("HF_HUB_DISABLE_TELEMETRY", "1")
+# Transformers imports comet_ml when installed; comet_ml would mirror MLflow runs into Comet.
+os.environ.setdefault("COMET_DISABLE_AUTO_LOGGING", "1")
+
+SERVER_URI_ENV = "CARBON_TEST_MLFLOW_SERVER_URI"
+SERVER_START_TIMEOUT_S = 180.0
+
+# Deterministic sensors: constant 50 W CPU and 10 W RAM, no GPU, a fixed intensity.
+INTENSITY_G_PER_KWH = 100.0
+TRACKER_KWARGS: dict[str, Any] = {
+    "cpu_power_w": 50,
+    "ram_power_w": 10,
+    "count_gpu": False,
+    "intensity_g_per_kwh": INTENSITY_G_PER_KWH,
+}
+
+EPOCH_KEYS = (
+    "carbon/epoch_energy_kwh",
+    "carbon/epoch_emissions_kg",
+    "carbon/epoch_duration_s",
+    "carbon/epoch_cpu_energy_kwh",
+    "carbon/epoch_ram_energy_kwh",
+    "carbon/epoch_power_w",
+    "carbon/intensity_g_per_kwh",
+)
+EQUIVALENT_KEYS = (
+    "carbon/equivalent_car_km",
+    "carbon/equivalent_tv_hours",
+    "carbon/equivalent_phone_charges",
+)
+CONTRACT_TAGS = (
+    "carbon.country",
+    "carbon.region",
+    "carbon.cloud",
+    "carbon.intensity_source",
+    "carbon.pue",
+    "carbon.cpu_model",
+    "carbon.cpu_count",
+    "carbon.cpu_method",
+    "carbon.gpu_model",
+    "carbon.gpu_count",
+    "carbon.gpu_method",
+    "carbon.ram_gb",
+    "carbon.ram_method",
+    "carbon.estimated",
+    "carbon.nodes",
+    "carbon.version",
+)
+
+
+@pytest.fixture(scope="session")
+def sqlite_uri(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
+    """One sqlite store for the session, migrated once; also ``$MLFLOW_TRACKING_URI``."""
+    from mlflow.tracking import MlflowClient
+
+    uri = f"sqlite:///{tmp_path_factory.mktemp('mlflow') / 'mlflow.db'}"
+    MlflowClient(uri).search_experiments()  # runs the migrations now, once
+    with pytest.MonkeyPatch.context() as mp:
+        mp.setenv("MLFLOW_TRACKING_URI", uri)  # nothing may land in the repo's folder
+        yield uri
+
+
+def _free_port() -> int:
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+def _healthy(uri: str) -> bool:
+    try:
+        with urllib.request.urlopen(f"{uri}/health", timeout=2) as response:
+            return bool(response.status == 200)
+    except OSError:
+        return False
+
+
+@pytest.fixture(scope="session")
+def mlflow_server_uri(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
+    """A real ``mlflow server`` on 127.0.0.1 (``$CARBON_TEST_MLFLOW_SERVER_URI`` if set)."""
+    given = os.environ.get(SERVER_URI_ENV)
+    if given:
+        yield given.rstrip("/")
+        return
+    root = tmp_path_factory.mktemp("mlflow-server")
+    port = _free_port()
+    uri = f"http://127.0.0.1:{port}"
+    log_path = root / "server.log"
+    env = {**os.environ, "MLFLOW_SERVER_ENABLE_JOB_EXECUTION": "false"}
+    env.pop("MLFLOW_TRACKING_URI", None)
+    command = [
+        sys.executable, "-m", "mlflow", "server",
+        "--host", "127.0.0.1", "--port", str(port), "--workers", "1",
+        "--backend-store-uri", f"sqlite:///{root / 'server.db'}",
+        "--default-artifact-root", str(root / "artifacts"),
+    ]  # fmt: skip
+    with open(log_path, "wb") as log:
+        process = subprocess.Popen(command, stdout=log, stderr=subprocess.STDOUT, env=env, cwd=root)
+    try:
+        deadline = time.monotonic() + SERVER_START_TIMEOUT_S
+        while not _healthy(uri):
+            if process.poll() is not None or time.monotonic() > deadline:
+                print(log_path.read_text(errors="replace"), file=sys.stderr)
+                pytest.fail(f"mlflow server did not answer {uri}/health (log above)")
+            time.sleep(0.5)
+        yield uri
+    finally:
+        process.send_signal(signal.SIGTERM)  # stops its workers too
+        try:
+            process.wait(timeout=30)
+        except subprocess.TimeoutExpired:
+            process.kill()
+            process.wait()
+
+
+def _history(client: Any, run_id: str, key: str) -> list[tuple[int, float]]:
+    return sorted((m.step, m.value) for m in client.get_metric_history(run_id, key))
+
+
+CheckRun = Callable[..., dict[str, list[tuple[int, float]]]]
+
+
+@pytest.fixture
+def check_carbon_run() -> CheckRun:
+    """Assert the contract of an MLflow run written by a `CarbonCallback`; return histories.
+
+    Args (of the returned function): ``client`` (an `MlflowClient`), ``run_id``, ``totals``
+    (the session's final `Measurement`), ``epochs`` (the epoch indices logged in this run),
+    ``offset_kwh`` (the total carried over from a checkpoint).
+    """
+
+    def check(
+        client: Any,
+        run_id: str,
+        totals: Any,
+        epochs: Sequence[int] = (0, 1, 2),
+        offset_kwh: float = 0.0,
+    ) -> dict[str, list[tuple[int, float]]]:
+        epochs = list(epochs)
+        final_step = epochs[-1] + 1
+        hist = {key: _history(client, run_id, key) for key in EPOCH_KEYS}
+        for key, points in hist.items():
+            assert [step for step, _ in points] == epochs, key
+            assert all(value > 0 for _, value in points), (key, points)
+        assert _history(client, run_id, "carbon/epoch_gpu_energy_kwh") == []  # not counted
+
+        intensity = hist["carbon/intensity_g_per_kwh"][0][1]
+        energy = _history(client, run_id, "carbon/energy_kwh")
+        emissions = _history(client, run_id, "carbon/emissions_kg")
+        assert [step for step, _ in energy] == [*epochs, final_step]
+        assert [step for step, _ in emissions] == [*epochs, final_step]
+        running = offset_kwh
+        for (step, epoch_kwh), (_, total_kwh) in zip(
+            hist["carbon/epoch_energy_kwh"], energy, strict=False
+        ):
+            running += epoch_kwh
+            assert total_kwh == pytest.approx(running, rel=1e-9), step
+        for (_, epoch_kwh), (_, epoch_kg) in zip(
+            hist["carbon/epoch_energy_kwh"], hist["carbon/epoch_emissions_kg"], strict=True
+        ):
+            assert epoch_kg == pytest.approx(epoch_kwh * intensity / 1000, rel=1e-9)
+        for (_, kwh), (_, kg) in zip(energy, emissions, strict=True):
+            assert kg == pytest.approx(kwh * intensity / 1000, rel=1e-9)
+        # The last value is the run total: every epoch plus the tail after the last one.
+        assert energy[-1][1] == pytest.approx(totals.energy_kwh, rel=1e-9)
+        assert emissions[-1][1] == pytest.approx(totals.emissions_kg, rel=1e-9)
+        assert energy[-1][1] >= running
+        for key in EQUIVALENT_KEYS:
+            points = _history(client, run_id, key)
+            assert [step for step, _ in points] == [final_step], key
+            assert points[0][1] > 0
+
+        tags = client.get_run(run_id).data.tags
+        missing = [tag for tag in CONTRACT_TAGS if tag not in tags]
+        assert not missing, f"contract tags missing: {missing}"
+        assert tags["carbon.cpu_method"] == "constant"
+        assert tags["carbon.estimated"] == "true"
+        return {**hist, "carbon/energy_kwh": energy, "carbon/emissions_kg": emissions}
+
+    return check
+
+
+@pytest.fixture
+def tracker_kwargs(tmp_path: Path) -> dict[str, Any]:
+    """Tracker arguments giving exact relations: constant 60 W, 100 g/kWh, journal in tmp."""
+    return {**TRACKER_KWARGS, "output_dir": tmp_path / "journal"}
