@@ -7,12 +7,16 @@ import json
 import signal
 import subprocess
 import sys
+import time
 import warnings
 from collections.abc import Sequence
 from types import FrameType
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from carbon_callbacks._version import __version__
+
+if TYPE_CHECKING:
+    from carbon_callbacks.tracker import Tracker
 
 EPILOG = "Location can also come from CARBON_CALLBACKS_COUNTRY / _REGION / _CLOUD."
 
@@ -79,6 +83,12 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--output-dir", help="journal folder (default ./carbon_runs)")
     p.add_argument(
         "--interval", type=float, default=60.0, help="seconds between journal laps (default 60)"
+    )
+    p.add_argument(
+        "--progress",
+        action=argparse.BooleanOptionalAction,
+        default=None,
+        help="a live power/energy line on stderr (default: when stderr is a terminal)",
     )
     p.add_argument("cmd", nargs=argparse.REMAINDER, help="the command, after --")
 
@@ -187,22 +197,69 @@ def _run(args: argparse.Namespace, parser: argparse.ArgumentParser) -> int:
         child.send_signal(signum)
 
     previous = {s: signal.signal(s, forward) for s in (signal.SIGINT, signal.SIGTERM)}
+    progress = Progress(tracker) if _show_progress(args) else None
     try:
+        next_lap = time.monotonic() + args.interval
         while True:
+            wait_s = next_lap - time.monotonic()
+            if progress is not None:
+                wait_s = min(wait_s, Progress.INTERVAL_S)
             try:
-                code = child.wait(timeout=args.interval)
+                code = child.wait(timeout=max(wait_s, 0.0))
                 break
             except subprocess.TimeoutExpired:
-                tracker.lap()
+                if time.monotonic() >= next_lap:
+                    tracker.lap()
+                    next_lap += args.interval
+                if progress is not None:
+                    progress.show()
     finally:
         for s, handler in previous.items():
             signal.signal(s, handler)
+        if progress is not None:
+            progress.clear()
         totals = tracker.stop()
         tracker.close()
     print(summary(totals, equivalents(totals), title="carbon-callbacks run"), file=sys.stderr)
     if tracker.journal_path is not None:
         print(f"  journal: {tracker.journal_path}", file=sys.stderr)
     return code if code >= 0 else 128 - code
+
+
+def _show_progress(args: argparse.Namespace) -> bool:
+    if args.progress is not None:
+        return bool(args.progress)
+    return sys.stderr.isatty()
+
+
+class Progress:
+    """One line on the terminal, rewritten in place: power now, energy and CO2 so far."""
+
+    INTERVAL_S = 1.0
+
+    def __init__(self, tracker: Tracker) -> None:
+        self.tracker = tracker
+        self._last: tuple[float, float] | None = None  # (duration_s, energy_kwh) of the run
+
+    def show(self) -> None:
+        current = self.tracker.peek()
+        done = self.tracker.totals
+        duration = current.duration_s + (done.duration_s if done else 0.0)
+        energy = current.energy_kwh + (done.energy_kwh if done else 0.0)
+        emissions = current.emissions_kg + (done.emissions_kg if done else 0.0)
+        since, before = self._last or (0.0, 0.0)
+        watts = (energy - before) * 3.6e6 / (duration - since) if duration > since else 0.0
+        self._last = (duration, energy)
+        line = (
+            f"carbon-callbacks: {watts:7.1f} W  {energy:.4g} kWh  {emissions:.4g} kg CO2eq  "
+            f"{duration:6.0f} s"
+        )
+        sys.stderr.write("\r" + line + "\x1b[K")
+        sys.stderr.flush()
+
+    def clear(self) -> None:
+        sys.stderr.write("\r\x1b[K")
+        sys.stderr.flush()
 
 
 if __name__ == "__main__":

@@ -234,6 +234,34 @@ class Tracker:
                 self.errors.record("sync", f"device synchronisation failed: {exc}")
         now = self._clock()
         wall = self._wall_clock()
+        energy_kwh = self._read(now, errors, commit=True)
+        if self._reducer is not None:
+            energy_kwh = self._reduce(energy_kwh)
+        m = self._measurement(energy_kwh, self._lap_start, now, self._lap_wall_start, wall, errors)
+        self._lap_start = now
+        self._lap_wall_start = wall
+        self._totals = m if self._totals is None else self._totals + m
+        index = self.lap_count
+        self.lap_count += 1
+        self._write_lap(index, m)
+        return m
+
+    def peek(self) -> Measurement:
+        """This process's measurement since the last lap, without taking a lap: nothing is
+        added to the totals or journaled (for progress displays; no reduce across ranks)."""
+        if not self._running:
+            raise RuntimeError("Tracker.peek() called before start()")
+        now = self._clock()
+        errors: list[str] = []
+        energy_kwh = self._read(now, errors, commit=False)
+        return self._measurement(
+            energy_kwh, self._lap_start, now, self._lap_wall_start, self._wall_clock(), errors
+        )
+
+    def _read(
+        self, now: float, errors: list[str], *, commit: bool
+    ) -> dict[Component, float | None]:
+        """kWh of each sensor since the last lap; `commit` moves the lap's starting point."""
         energy_kwh: dict[Component, float | None] = {}
         with self._lock:
             for component, sensor in self._sensors.items():
@@ -246,17 +274,9 @@ class Tracker:
                     energy_kwh[component] = None
                     continue
                 energy_kwh[component] = (total_j - self._last_j[component]) / J_PER_KWH
-                self._last_j[component] = total_j
-        if self._reducer is not None:
-            energy_kwh = self._reduce(energy_kwh)
-        m = self._measurement(energy_kwh, self._lap_start, now, self._lap_wall_start, wall, errors)
-        self._lap_start = now
-        self._lap_wall_start = wall
-        self._totals = m if self._totals is None else self._totals + m
-        index = self.lap_count
-        self.lap_count += 1
-        self._write_lap(index, m)
-        return m
+                if commit:
+                    self._last_j[component] = total_j
+        return energy_kwh
 
     def stop(self) -> Measurement:
         """Take the final lap, close the journal, and return the run's totals."""

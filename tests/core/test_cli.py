@@ -115,3 +115,30 @@ def test_core_opens_no_socket(
     assert main(run) == 0
     assert "kg CO2eq" in capsys.readouterr().err
     tracker.close()
+
+
+def test_progress_line_only_when_asked_or_on_a_terminal(tmp_path: Path) -> None:
+    child = [sys.executable, "-c", "import time; time.sleep(2.3)"]
+    shown = cli(
+        "run", "--intensity", "100", "--output-dir", str(tmp_path), "--progress", "--", *child
+    )
+    assert shown.returncode == 0
+    # text mode turns each "\r" rewrite into a line of its own
+    updates = [u for u in shown.stderr.splitlines() if u.startswith("carbon-callbacks: ")]
+    assert len(updates) >= 2 and all(" W " in u and "kWh" in u for u in updates)
+    quiet = cli("run", "--intensity", "100", "--output-dir", str(tmp_path), "--", *child)
+    assert not [u for u in quiet.stderr.splitlines() if u.startswith("carbon-callbacks: ")]
+
+
+def test_peek_reads_without_taking_a_lap(tmp_path: Path) -> None:
+    clock = FakeClock()
+    tracker = Tracker(
+        cpu_power_w=36, count_ram=False, intensity_g_per_kwh=1, clock=clock, output_dir=tmp_path
+    )
+    tracker.start()
+    clock.advance(100)
+    assert tracker.peek().energy_kwh == pytest.approx(0.001)
+    clock.advance(100)
+    assert tracker.lap().energy_kwh == pytest.approx(0.002)  # the peek moved nothing
+    assert tracker.lap_count == 1
+    tracker.stop()
