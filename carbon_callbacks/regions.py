@@ -172,6 +172,8 @@ def greener_alternatives(
     provider's other regions; otherwise every bundled region. Only regions with a strictly
     lower intensity than the run's are returned, so an empty list means the run was already
     in the lowest one. The energy stays the run's (its PUE included): only the grid changes.
+    Regions whose figure has another basis than the run's (Google's direct figures against a
+    life-cycle country value) are left out, unless the run's intensity was given by the user.
 
     Args:
         totals: the run's totals (only ``energy_kwh`` is used).
@@ -192,6 +194,8 @@ def greener_alternatives(
         g = r.intensity.g_per_kwh
         if key == intensity.cloud or g >= intensity.g_per_kwh:
             continue
+        if intensity.basis in _BASIS_NOTES and r.intensity.basis != intensity.basis:
+            continue  # a direct figure looks far lower than a life-cycle one: not comparable
         source, _ = _source_and_level(r)
         found.append(
             Alternative(

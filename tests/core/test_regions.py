@@ -139,11 +139,14 @@ def test_alternatives_of_a_cloud_run_are_the_same_provider_lowest_first() -> Non
     assert [a.g_per_kwh for a in found] == sorted(a.g_per_kwh for a in found)
 
 
-def test_alternatives_of_a_country_run_are_the_lowest_overall() -> None:
+def test_alternatives_of_a_country_run_are_the_lowest_overall_of_its_basis() -> None:
     intensity = resolve(country="PL")
     found = greener_alternatives(_run(1.0, intensity), intensity, n=3)
-    lowest = [f"{r.provider}:{r.region}" for r in rank_regions(top=3)]
+    lowest = [
+        f"{r.provider}:{r.region}" for r in rank_regions() if r.intensity.basis == "life-cycle"
+    ][:3]
     assert [a.region for a in found] == lowest
+    assert all(a.basis == "life-cycle" for a in found)
     assert greener_alternatives(_run(1.0, intensity), intensity, n=1)[0].region == lowest[0]
 
 
@@ -182,10 +185,15 @@ def test_advice_line_and_tag() -> None:
     assert greener_region_tag(totals, intensity) == f"{best.region} ({pct:+d} %)"
 
 
-def test_advice_names_a_different_basis() -> None:
+def test_advice_compares_like_with_like() -> None:
     intensity = resolve(country="DE")  # Ember life-cycle; the lowest overall is a Google figure
     line = advice_line(_run(1.0, intensity), intensity)
-    assert line is not None and "[direct figure (Google" in line and "life-cycle" in line
+    assert line is not None and not line.split()[4].startswith("gcp:")
+    assert "direct" not in line
+    forced = resolve(intensity_g_per_kwh=400)  # the user's own figure: any region compares
+    assert advice_line(_run(1.0, forced), forced) == (
+        "the same run in gcp:europe-north2 would have emitted about 0.0027 kg CO2eq (-99 %)"
+    )
 
 
 def test_zero_energy_run_still_gets_a_percentage() -> None:
