@@ -35,6 +35,10 @@ DELEGATED = {
         "carbon_callbacks.regions",
         "cloud regions ranked by carbon intensity",
     ),
+    "sync": (
+        "carbon_callbacks.sync",
+        "send journaled metrics that did not reach MLflow/Comet (server down) to their runs",
+    ),
 }
 
 

@@ -2,23 +2,33 @@
 
 A `Sink` has four methods. `BackgroundSink` implements them with a bounded queue and one named
 daemon thread, so a slow or dead tracking server never holds training: enqueueing never
-blocks, a full queue counts and records what it could not take (the journal keeps every lap
-anyway), and the end-of-training `flush` is bounded by a timeout. Every record knows its run
-and step, so what did not go out can be listed (`undelivered`) and sent again later.
+blocks, a full queue counts and records what it could not take, a failed send is retried with
+exponential backoff (bounded), and the end-of-training `flush` is bounded by a timeout.
+
+Delivery is backed by the journal. The session writes every tags/metrics call to the run's
+journal first (a ``"tags"`` or ``"metrics"`` record with a unique ``key`` and the ids of the
+sinks it is for), then hands it to the sinks. A sink that knows where it writes (`target`)
+is bound to a `Ledger`: a small append-only side file next to the journal,
+``<run_id>.<sink_id>.delivered``, with one line per record key the sink has confirmed. What
+is in the journal but not in the ledger is pending; ``carbon-callbacks sync`` sends it later.
 """
 
 from __future__ import annotations
 
 import functools
+import hashlib
+import json
 import logging
 import math
 import os
+import stat
 import threading
 import time
 from collections import deque
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
-from typing import Literal, Protocol, runtime_checkable
+from pathlib import Path
+from typing import Any, Literal, Protocol, runtime_checkable
 
 from carbon_callbacks.errors import ErrorLog
 
@@ -28,8 +38,18 @@ FLUSH_TIMEOUT_ENV = "CARBON_CALLBACKS_FLUSH_TIMEOUT_S"
 DEFAULT_FLUSH_TIMEOUT_S = 30.0
 DEFAULT_QUEUE_SIZE = 1000
 DEFAULT_MIN_INTERVAL_S = 1.0
+DEFAULT_MAX_RETRIES = 5
+DEFAULT_BACKOFF_S = 1.0
+MAX_BACKOFF_S = 30.0
+LEDGER_SUFFIX = ".delivered"
 _MAX_BATCH = 100  # records handed to `_send` at once
 _MAX_UNDELIVERED = 10_000
+
+
+class DeliveryRefused(Exception):
+    """Raised by `BackgroundSink._send` when retrying cannot help (the run was deleted, the
+    experiment has ended): the records count as failed at once and stay pending in the
+    journal for ``carbon-callbacks sync``."""
 
 
 @runtime_checkable
@@ -51,13 +71,17 @@ class Sink(Protocol):
 
 @dataclass(frozen=True)
 class Record:
-    """One queued call: tags or metrics for `run` (at `step`), stamped when it was made."""
+    """One queued call: tags or metrics for `run` (at `step`), stamped when it was made.
+
+    `key` is the journal record it comes from (None: not journaled).
+    """
 
     kind: Literal["tags", "metrics"]
     run: str
     data: Mapping[str, str] | Mapping[str, float]
     step: int | None = None
     timestamp_ms: int = field(default_factory=lambda: int(time.time() * 1000))
+    key: str | None = None
 
 
 def flush_timeout_s(env: Mapping[str, str] | None = None) -> float:
@@ -81,13 +105,94 @@ def flush_timeout_s(env: Mapping[str, str] | None = None) -> float:
     return value
 
 
+# -- the delivery ledger -------------------------------------------------------------------------
+
+
+def sink_id(target: Mapping[str, Any]) -> str:
+    """A short stable id of a sink's target, e.g. ``mlflow-3f2a9c01b7de`` (file-name safe)."""
+    digest = hashlib.sha256(json.dumps(dict(target), sort_keys=True).encode()).hexdigest()
+    kind = "".join(c for c in str(target.get("kind", "sink")) if c.isalnum()) or "sink"
+    return f"{kind}-{digest[:12]}"
+
+
+def ledger_path(journal_path: str | os.PathLike[str], sink: str) -> Path:
+    """``<dir>/<run_id>.<sink>.delivered`` next to ``<dir>/<run_id>.jsonl``."""
+    journal = Path(journal_path)
+    return journal.with_name(f"{journal.stem}.{sink}{LEDGER_SUFFIX}")
+
+
+def open_private_append(path: Path) -> int:
+    """Open `path` for appending: created 0640, never through a symbolic link, never
+    world-writable. Returns the file descriptor.
+
+    Raises:
+        OSError: the file cannot be opened (a symbolic link raises ELOOP).
+    """
+    flags = os.O_WRONLY | os.O_APPEND | os.O_CREAT | getattr(os, "O_NOFOLLOW", 0)
+    fd = os.open(path, flags, 0o640)
+    mode = os.fstat(fd).st_mode
+    if mode & stat.S_IWOTH:
+        os.fchmod(fd, mode & ~stat.S_IWOTH & 0o7777)
+    return fd
+
+
+class Ledger:
+    """The record keys one sink has confirmed for one journal (append-only, one key a line).
+
+    Args:
+        journal_path: the run's journal file.
+        sink: the sink's id (`sink_id` of its target).
+
+    Example:
+        >>> ledger = Ledger(journal, "mlflow-3f2a9c01b7de")
+        >>> ledger.mark(["a1b2c3"])
+        >>> ledger.delivered()
+        {'a1b2c3'}
+    """
+
+    def __init__(self, journal_path: str | os.PathLike[str], sink: str) -> None:
+        self.journal_path = Path(journal_path)
+        self.sink = sink
+        self.path = ledger_path(journal_path, sink)
+        self._lock = threading.Lock()
+
+    def mark(self, keys: Iterable[str]) -> None:
+        """Append `keys` as delivered. Raises OSError when the file cannot be written."""
+        lines = "".join(f"{k}\n" for k in keys)
+        if not lines:
+            return
+        with self._lock:
+            if self.path.is_symlink():
+                raise OSError(f"refusing to write through a symbolic link: {self.path}")
+            fd = open_private_append(self.path)
+            try:
+                os.write(fd, lines.encode("ascii"))
+            finally:
+                os.close(fd)
+
+    def delivered(self) -> set[str]:
+        """Every key marked so far (a torn last line, from a crash mid-write, is ignored)."""
+        try:
+            text = self.path.read_text(encoding="ascii", errors="replace")
+        except FileNotFoundError:
+            return set()
+        lines = text.split("\n")
+        return {line for line in lines[:-1] if line}  # the part after the last newline is torn
+
+
+# -- the background sink -------------------------------------------------------------------------
+
+
 class BackgroundSink:
     """Base of the network sinks: queue calls, deliver them from one daemon thread.
 
     Subclasses implement `_send(records)` (called on the worker thread with one or more
-    records, in order) and may override `_open()` / `_close()`. An exception from `_send`
-    marks those records undelivered and is recorded once per cause in `errors`; the worker
-    carries on with the next records.
+    records, in order; all delivered, or raise) and may override `_open()` / `_close()` and
+    `target()`. A failed send is retried after 1, 2, 4... s (at most `max_retries` times, at
+    most 30 s apart), while later records wait behind it so the order holds; after that, or at
+    once when `_send` raises `DeliveryRefused`, the records count as failed (they stay
+    pending in the journal) and the worker goes on. Every failure is recorded once per cause
+    in `errors`, never raised.
 
     Args:
         run: the run identifier every record is addressed to (e.g. an MLflow run id).
@@ -98,6 +203,8 @@ class BackgroundSink:
         min_interval_s: seconds between two requests at least: records made meanwhile go
             together in the next one (a tracking client's work holds the GIL, so fewer,
             larger requests cost the training loop less). `flush` sends at once.
+        max_retries: retries of a failed send before its records count as failed.
+        backoff_s: the first retry's delay in seconds (doubled at each retry).
 
     Example:
         >>> class PrintSink(BackgroundSink):
@@ -117,16 +224,24 @@ class BackgroundSink:
         queue_size: int = DEFAULT_QUEUE_SIZE,
         errors: ErrorLog | None = None,
         min_interval_s: float = DEFAULT_MIN_INTERVAL_S,
+        max_retries: int = DEFAULT_MAX_RETRIES,
+        backoff_s: float = DEFAULT_BACKOFF_S,
     ) -> None:
-        if queue_size < 1:
-            raise ValueError(f"queue_size must be >= 1, got {queue_size!r}")
+        _check_int("queue_size", queue_size, 1)
+        _check_int("max_retries", max_retries, 0)
+        _check_seconds("min_interval_s", min_interval_s)
+        _check_seconds("backoff_s", backoff_s)
         self.run = run
         self.name = name
-        self.min_interval_s = min_interval_s
+        self.min_interval_s = float(min_interval_s)
+        self.max_retries = max_retries
+        self.backoff_s = float(backoff_s)
         self.errors = errors if errors is not None else ErrorLog()
+        self.ledger: Ledger | None = None
         self.delivered = 0  # records, not requests
         self.failed = 0
         self.dropped = 0
+        self.retries = 0
         self._queue_size = queue_size
         self._queue: deque[Record] = deque()
         self._failed: deque[Record] = deque(maxlen=_MAX_UNDELIVERED)  # failed or dropped
@@ -135,6 +250,8 @@ class BackgroundSink:
         self._closed = False
         self._flushing = 0
         self._last_send = -math.inf
+        self._attempt = 0  # failed tries of the batch at the head of the queue
+        self._retry_at = -math.inf
         self._thread: threading.Thread | None = None
 
     # -- Sink protocol (called on the training thread) -------------------------------------
@@ -143,11 +260,22 @@ class BackgroundSink:
         """Record failures in `errors` (the tracker's log) from now on."""
         self.errors = errors
 
-    def log_tags(self, tags: Mapping[str, str]) -> None:
-        self._put(Record("tags", self.run, dict(tags)))
+    def bind_ledger(self, ledger: Ledger) -> None:
+        """Mark the keys of confirmed records in `ledger` from now on."""
+        self.ledger = ledger
 
-    def log_metrics(self, metrics: Mapping[str, float], step: int) -> None:
-        self._put(Record("metrics", self.run, dict(metrics), step))
+    def target(self) -> dict[str, Any] | None:
+        """Where this sink writes, enough for ``carbon-callbacks sync`` to resend there
+        (JSON-able, no credentials); None: not resendable, so not journal-backed."""
+        return None
+
+    def log_tags(self, tags: Mapping[str, str], *, key: str | None = None) -> None:
+        self._put(Record("tags", self.run, dict(tags), key=key))
+
+    def log_metrics(
+        self, metrics: Mapping[str, float], step: int, *, key: str | None = None
+    ) -> None:
+        self._put(Record("metrics", self.run, dict(metrics), step, key=key))
 
     def flush(self, timeout_s: float | None = None) -> bool:
         timeout_s = flush_timeout_s() if timeout_s is None else timeout_s
@@ -198,9 +326,15 @@ class BackgroundSink:
             for n, what in ((failed, "failed"), (queued, "still queued"), (dropped, "dropped"))
             if n
         ]
+        where = "every lap is in the local journal"
+        if self.ledger is not None:
+            where = (
+                f"they are kept in {self.ledger.journal_path}: run "
+                f"'carbon-callbacks sync {self.ledger.journal_path}' to send them"
+            )
         return (
             f"{self.name}: {', '.join(parts)} record(s) for run {self.run} were not delivered; "
-            "every lap is in the local journal"
+            f"{where}"
         )
 
     # -- worker ---------------------------------------------------------------------------------
@@ -245,32 +379,67 @@ class BackgroundSink:
                     self._cond.wait()
                 if not self._queue:
                     return
-                # Coalesce: at most one request per `min_interval_s` unless someone waits.
-                while not (self._closed or self._flushing):
-                    left = self._last_send + self.min_interval_s - time.monotonic()
+                # Coalesce (at most one request per `min_interval_s`, unless someone waits
+                # or the sink closes) and back off after a failure (always).
+                while True:
+                    ready_at = self._retry_at
+                    if not (self._closed or self._flushing):
+                        ready_at = max(ready_at, self._last_send + self.min_interval_s)
+                    left = ready_at - time.monotonic()
                     if left <= 0:
                         break
                     self._cond.wait(left)
                 self._last_send = time.monotonic()
                 batch = [self._queue.popleft() for _ in range(min(_MAX_BATCH, len(self._queue)))]
                 self._sending = batch
-            ok = self._safe(functools.partial(self._send, batch), "send")
+            refused: list[bool] = []
+            ok = self._safe(functools.partial(self._send, batch), "send", refused)
+            if ok:
+                self._mark(batch)
             with self._cond:
                 self._sending = []
                 if ok:
                     self.delivered += len(batch)
+                    self._attempt, self._retry_at = 0, -math.inf
+                elif self._attempt < self.max_retries and not refused:
+                    self._attempt += 1
+                    self.retries += 1
+                    delay = min(self.backoff_s * 2 ** (self._attempt - 1), MAX_BACKOFF_S)
+                    self._retry_at = time.monotonic() + delay
+                    self._queue.extendleft(reversed(batch))  # first in line again
                 else:
                     self.failed += len(batch)
                     self._failed.extend(batch)
+                    self._attempt, self._retry_at = 0, -math.inf
                 self._cond.notify_all()
 
-    def _safe(self, call: Callable[[], None], what: str) -> bool:
+    def _mark(self, batch: Sequence[Record]) -> None:
+        ledger = self.ledger
+        keys = [r.key for r in batch if r.key is not None]
+        if ledger is None or not keys:
+            return
+        try:
+            ledger.mark(keys)
+        except OSError as exc:
+            self.errors.record(
+                f"sink:{self.name}:ledger",
+                f"{self.name}: cannot note delivered records in {ledger.path} ({exc}); "
+                "a later 'carbon-callbacks sync' may send them again",
+            )
+
+    def _safe(self, call: Callable[[], None], what: str, refused: list[bool] | None = None) -> bool:
         try:
             call()
         except Exception as exc:  # the boundary: a sink never raises into training
+            logger.debug("carbon-callbacks: %s sink could not %s", self.name, what, exc_info=True)
+            permanent = isinstance(exc, DeliveryRefused)
+            if refused is not None and permanent:
+                refused.append(True)
+            retrying = what == "send" and self.max_retries and not permanent
+            retry = " (retrying with backoff)" if retrying else ""
             self.errors.record(
                 f"sink:{self.name}:{what}:{type(exc).__name__}",
-                f"{self.name} sink could not {what} for run {self.run}: {exc}",
+                f"{self.name} sink could not {what} for run {self.run}{retry}: {_brief(exc)}",
             )
             return False
         return True
@@ -286,3 +455,24 @@ class BackgroundSink:
 
     def _close(self) -> None:
         """Release the connection."""
+
+
+def _brief(exc: BaseException, limit: int = 300) -> str:
+    """An exception's first line, cut to `limit` characters (client errors can be long)."""
+    lines = str(exc).strip().splitlines()
+    text = lines[0] if lines else type(exc).__name__
+    return text if len(text) <= limit else text[: limit - 3] + "..."
+
+
+def _check_int(name: str, value: object, minimum: int) -> None:
+    if isinstance(value, bool) or not isinstance(value, int):
+        raise TypeError(f"{name} must be an integer >= {minimum}, got {value!r}")
+    if value < minimum:
+        raise ValueError(f"{name} must be >= {minimum}, got {value!r}")
+
+
+def _check_seconds(name: str, value: object) -> None:
+    if isinstance(value, bool) or not isinstance(value, (int, float)):
+        raise TypeError(f"{name} must be a number of seconds >= 0, got {value!r}")
+    if not (math.isfinite(value) and value >= 0):
+        raise ValueError(f"{name} must be a finite number of seconds >= 0, got {value!r}")

@@ -48,6 +48,9 @@ def main(argv: list[str] | None = None) -> int:
     if args.epochs < 1:
         print("carbon-callbacks demo: --epochs must be >= 1", file=sys.stderr)
         return 2
+    # The demo is offline: the tracking client and the hub must not phone home either.
+    for name, value in (("MLFLOW_DISABLE_TELEMETRY", "true"), ("HF_HUB_DISABLE_TELEMETRY", "1")):
+        os.environ.setdefault(name, value)
     tracker_kwargs: dict[str, Any] = {}
     if args.country:
         tracker_kwargs["country"] = args.country

@@ -1,23 +1,38 @@
 """Distributed training: who counts what, and summing laps across processes.
 
 Each node's CPU and RAM are counted by its local rank 0 only; each rank counts only the
-GPU(s) it trains on. At every lap all ranks read their sensors, the per-component joules are
-summed with ``torch.distributed.all_reduce`` over the process group the framework already
-made, and global rank 0 alone writes the journal and the trackers.
+GPU(s) it trains on, and a GPU that two ranks would both measure (two MIG slices of one GPU,
+which NVML meters only as a whole) is counted by the lower rank alone. At every lap all ranks
+read their sensors, the per-component joules are summed with ``torch.distributed.all_reduce``
+over the process group the framework already made, and global rank 0 alone writes the
+journal and the trackers.
 
-This module imports torch only inside `torch_reducer`, and only when torch is already
-imported by the training code.
+The framework callbacks call `apply_roles` when training starts: under Lightning DDP the
+callback is built in the launching process, before ranks and the process group exist.
+
+This module imports torch only inside its ``torch_*`` functions, and only when torch is
+already imported by the training code.
 """
 
 from __future__ import annotations
 
+import logging
 import os
 import sys
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
+from typing import TYPE_CHECKING, Any
+
+if TYPE_CHECKING:
+    from carbon_callbacks.tracker import Tracker
+
+logger = logging.getLogger(__name__)
 
 Reducer = Callable[[list[float]], list[float]]
 """Sums a vector of floats element-wise over all processes (a collective: every rank calls)."""
+
+TakenGpus = Callable[[Sequence[str]], set[str]]
+"""Given this rank's GPU UUIDs, the ones a lower rank counts already (a collective)."""
 
 
 @dataclass(frozen=True)
@@ -90,9 +105,10 @@ def roles_from_env(env: Mapping[str, str] | None = None) -> Roles:
 
 
 def local_gpu_ids(local_rank: int, env: Mapping[str, str] | None = None) -> list[str]:
-    """The GPU a rank trains on by the usual convention (device ``cuda:local_rank``), as an
-    id for `Tracker(gpu_ids=...)`: the ``local_rank``-th entry of ``CUDA_VISIBLE_DEVICES``
-    (an index or a UUID), or ``local_rank`` itself when that is unset."""
+    """The GPU of CUDA device ``cuda:local_rank`` (the usual device of a rank), as an id for
+    `Tracker(gpu_ids=...)`: the ``local_rank``-th entry of ``CUDA_VISIBLE_DEVICES`` (an index
+    or a UUID), or ``local_rank`` itself when that is unset. Any CUDA device index works:
+    with one device bound per rank (``CUDA_VISIBLE_DEVICES=<its GPU>``) pass 0."""
     from carbon_callbacks.sensors.gpu_select import parse_visible_devices
 
     env = os.environ if env is None else env
@@ -136,3 +152,130 @@ def cuda_synchronizer() -> Callable[[], None] | None:
         return None
     synchronize: Callable[[], None] = torch.cuda.synchronize
     return synchronize
+
+
+def taken_by_lower_ranks(
+    mine: Sequence[str], everyone: Sequence[Sequence[str] | None], rank: int
+) -> set[str]:
+    """The UUIDs of `mine` that a rank below `rank` also measures (`everyone`: by rank)."""
+    lower = {uuid for other in everyone[:rank] for uuid in (other or ())}
+    return {uuid for uuid in mine if uuid in lower}
+
+
+def torch_taken_gpus() -> TakenGpus | None:
+    """`TakenGpus` over torch's default process group (``all_gather_object``), or None when
+    torch is not in use or no group of two or more processes is initialised."""
+    torch = sys.modules.get("torch")
+    if torch is None:
+        return None
+    dist = torch.distributed
+    if not (dist.is_available() and dist.is_initialized()) or dist.get_world_size() < 2:
+        return None
+
+    def taken(uuids: Sequence[str]) -> set[str]:
+        everyone: list[Any] = [None] * dist.get_world_size()
+        dist.all_gather_object(everyone, list(uuids))
+        return taken_by_lower_ranks(uuids, everyone, dist.get_rank())
+
+    return taken
+
+
+def roles_from_lightning(trainer: Any) -> Roles:
+    """Roles from a Lightning ``Trainer`` (``global_rank``, ``local_rank``, ``world_size``,
+    ``num_devices`` per node, ``node_rank``); valid once the strategy is set up."""
+    return Roles(
+        global_rank=int(trainer.global_rank),
+        local_rank=int(trainer.local_rank),
+        world_size=int(getattr(trainer, "world_size", 1) or 1),
+        local_world_size=int(getattr(trainer, "num_devices", 1) or 1),
+        node_rank=int(getattr(trainer, "node_rank", 0) or 0),
+    )
+
+
+def roles_from_transformers(args: Any, env: Mapping[str, str] | None = None) -> Roles:
+    """Roles from Hugging Face ``TrainingArguments`` (``process_index``,
+    ``local_process_index``, ``world_size``); per-node size and node index from the
+    environment torchrun and Accelerate set (``LOCAL_WORLD_SIZE``, ``GROUP_RANK``...)."""
+    env = os.environ if env is None else env
+    world = int(getattr(args, "world_size", 1) or 1)
+    try:
+        local_world = _int(env, ("LOCAL_WORLD_SIZE", "SLURM_NTASKS_PER_NODE"), world)
+        node = _int(env, ("GROUP_RANK", "NODE_RANK", "SLURM_NODEID"), 0)
+    except ValueError:
+        local_world, node = world, 0  # informative only; the ranks below decide
+    return Roles(
+        global_rank=int(getattr(args, "process_index", 0) or 0),
+        local_rank=int(getattr(args, "local_process_index", 0) or 0),
+        world_size=world,
+        local_world_size=local_world,
+        node_rank=node,
+    )
+
+
+def gpu_ids_for_device(device: Any, env: Mapping[str, str] | None = None) -> list[str] | None:
+    """The GPU ids (for `Tracker(gpu_ids=...)`) of the torch device a process trains on.
+
+    ``cuda:i`` gives the GPU behind CUDA index ``i`` (see `local_gpu_ids`); a CPU (or any
+    non-CUDA) device gives ``[]``: this process uses no NVIDIA GPU; None gives None: keep
+    the tracker's own selection (e.g. one process driving several GPUs).
+
+    Example:
+        >>> gpu_ids_for_device("cuda:1", {"CUDA_VISIBLE_DEVICES": "4,5"})
+        ['5']
+    """
+    if device is None:
+        return None
+    kind, _, index = str(device).partition(":")
+    if kind != "cuda":
+        return []
+    if index:
+        number = int(index)
+    else:  # "cuda" alone: torch's current device
+        torch = sys.modules.get("torch")
+        in_use = torch is not None and torch.cuda.is_initialized()
+        number = int(torch.cuda.current_device()) if torch is not None and in_use else 0
+    return local_gpu_ids(number, env)
+
+
+def apply_roles(tracker: Tracker, roles: Roles, *, device: Any = None) -> None:
+    """Prepare a tracker that is not started for this process's place in the run.
+
+    Called by the callbacks when training starts (the process group exists then). With
+    several processes: CPU and RAM only on local rank 0, laps summed over torch's default
+    process group, and a GPU that a lower rank measures too is dropped. Always: only the GPU
+    of `device`, the torch device this process trains on (see `gpu_ids_for_device`; None
+    keeps the tracker's selection), synchronised before each lap when CUDA is in use. What
+    the user passed to the `Tracker` wins (``gpu_ids=``, ``count_*=False``, ``sensors=``,
+    forced watts).
+
+    Never raises (it runs inside a training hook): a problem is recorded in
+    ``tracker.errors`` and measuring goes on.
+    """
+    try:
+        gpu_ids = gpu_ids_for_device(device)
+        reducer: Reducer | None = None
+        taken: TakenGpus | None = None
+        if roles.distributed:
+            reducer = torch_reducer()
+            if reducer is None:
+                tracker.errors.record(
+                    "distributed:no-group",
+                    f"{roles.world_size} processes but no torch.distributed process group: "
+                    "each process measures alone and rank 0 logs its own share only",
+                )
+            else:
+                taken = torch_taken_gpus()
+        logger.debug("carbon-callbacks: %s, GPUs %s, summed: %s", roles, gpu_ids, bool(reducer))
+        tracker.distribute(
+            count_cpu=roles.is_local_zero,
+            count_ram=roles.is_local_zero,
+            gpu_ids=gpu_ids,
+            reducer=reducer,
+            sync=cuda_synchronizer(),
+            taken_gpus=taken,
+        )
+    except Exception as exc:  # the run-time boundary: never raise into training
+        tracker.errors.record(
+            f"distributed:{type(exc).__name__}",
+            f"setting up distributed measurement failed ({exc}); this process measures alone",
+        )

@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import os
 import stat
+import threading
 from pathlib import Path
 from typing import Any
 
@@ -37,14 +38,31 @@ class Journal:
         if mode & stat.S_IWOTH:
             os.fchmod(fd, mode & ~stat.S_IWOTH & 0o7777)
         self._file = os.fdopen(fd, "a", encoding="utf-8")
+        self._lock = threading.Lock()  # sinks journal their failures from worker threads
 
-    def append(self, record: dict[str, Any]) -> None:
-        self._file.write(_encode(record) + "\n")
-        self._file.flush()
+    @property
+    def closed(self) -> bool:
+        return self._file.closed
+
+    def append(self, record: dict[str, Any]) -> bool:
+        """Write one record and flush it; False (nothing written) once the journal is closed.
+
+        Raises:
+            OSError: the write failed (disk full, ...).
+            ValueError: the record is not JSON-able (NaN, infinity, ...).
+        """
+        line = _encode(record) + "\n"
+        with self._lock:
+            if self._file.closed:
+                return False
+            self._file.write(line)
+            self._file.flush()
+        return True
 
     def close(self) -> None:
-        if not self._file.closed:
-            self._file.close()
+        with self._lock:
+            if not self._file.closed:
+                self._file.close()
 
 
 def read_journal(path: str | os.PathLike[str]) -> list[dict[str, Any]]:

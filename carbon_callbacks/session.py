@@ -12,15 +12,18 @@ from __future__ import annotations
 
 import functools
 import logging
+import os
 import time
 from collections.abc import Callable, Iterable, Mapping
 from pathlib import Path
 from typing import Any, TypeVar
 
-from carbon_callbacks.delivery import FLUSH_TIMEOUT_ENV, Sink, flush_timeout_s
+from carbon_callbacks.delivery import FLUSH_TIMEOUT_ENV, Ledger, Sink, flush_timeout_s, sink_id
 from carbon_callbacks.equivalents import Equivalent, equivalents
 from carbon_callbacks.measurement import Measurement
 from carbon_callbacks.outputs import epoch_metrics, final_metrics, run_tags, summary
+from carbon_callbacks.prediction import Prediction, predict_run
+from carbon_callbacks.regions import advice_line, greener_region_tag
 from carbon_callbacks.tracker import Tracker
 
 logger = logging.getLogger(__name__)
@@ -64,6 +67,10 @@ class CarbonSession:
         self.print_summary = summary
         self.flush_timeout_s = flush_timeout_s
         self.summary_text: str | None = None
+        self.total_epochs: int | None = None
+        self.predict_after = 1  # epochs measured before the run is predicted
+        self.prediction: Prediction | None = None
+        self.advice: str | None = None
         self.totals: Measurement | None = None
         self.journal_path: Path | None = None
         self.undelivered: list[str] = []  # one sentence per sink that did not deliver everything
@@ -71,6 +78,7 @@ class CarbonSession:
         self._active = False
         self._restored = False
         self._last_epoch: int | None = None
+        self._backed: dict[int, str] = {}  # id(sink) -> sink id, for journal-backed sinks
 
     @property
     def active(self) -> bool:
@@ -84,17 +92,26 @@ class CarbonSession:
         extra_tags: Mapping[str, str] | None = None,
         sinks: Iterable[Sink] | None = None,
         *,
-        nodes: int = 1,
-        world_size: int = 1,
+        nodes: int | None = None,
+        world_size: int | None = None,
+        is_logging_rank: bool | None = None,
+        total_epochs: int | None = None,
     ) -> None:
         """Start measuring and tag the run.
 
         Args:
             extra_tags: more string tags for the run (added to the ``carbon.*`` ones).
             sinks: when given, replace the session's sinks (found when training starts).
-            nodes: machines in the run (the ``carbon.nodes`` tag).
-            world_size: processes in the run.
+            nodes: machines in the run (the ``carbon.nodes`` tag); default: the tracker's
+                count (summed over ranks at start when it has a reducer).
+            world_size: processes in the run; default: the tracker's.
+            is_logging_rank: when given, replaces the constructor's (the rank is known
+                only once training starts).
+            total_epochs: the epochs the run is configured for, when known: after
+                `predict_after` epochs the whole run's energy and emissions are predicted.
         """
+        self.total_epochs = total_epochs if total_epochs and total_epochs > 0 else None
+        self.prediction = None
         if self._active:  # the previous run never ended (the framework raised): close it
             self.end()
         if not self._restored:
@@ -104,6 +121,8 @@ class CarbonSession:
         self.summary_text, self.totals, self.undelivered = None, None, []
         if sinks is not None:
             self.sinks = list(sinks)
+        if is_logging_rank is not None:
+            self.is_logging_rank = is_logging_rank
         if not self.is_logging_rank:
             self.sinks = []
             self.tracker.output_dir = None  # global rank 0 alone writes the journal
@@ -115,6 +134,7 @@ class CarbonSession:
             return
         self._active = True
         self.journal_path = self.tracker.journal_path
+        self._bind_ledgers()
         if self.sinks:
             tags = (
                 self._guard(
@@ -123,8 +143,7 @@ class CarbonSession:
                 or {}
             )
             tags.update(extra_tags or {})
-            for sink in self.sinks:
-                self._to_sink(sink, "log_tags", tags)
+            self._send_all("log_tags", tags)
 
     def epoch_end(self, epoch: int) -> Measurement | None:
         """Take a lap and log it with ``step = epoch`` (0-based); None if nothing was measured."""
@@ -134,13 +153,28 @@ class CarbonSession:
         self._next_step = max(self._next_step, epoch + 1)
         self._last_epoch = epoch
         totals = self.tracker.totals
-        if lap is None or totals is None or not self.sinks:
+        if lap is None or totals is None:
             return lap
-        metrics = self._guard("metrics", lambda: epoch_metrics(lap, totals))
-        if metrics is not None:
-            for sink in self.sinks:
-                self._to_sink(sink, "log_metrics", metrics, epoch)
+        if self.sinks:
+            metrics = self._guard("metrics", lambda: epoch_metrics(lap, totals))
+            if metrics is not None:
+                self._send_all("log_metrics", metrics, epoch)
+        self._predict(epoch, totals)
         return lap
+
+    def _predict(self, epoch: int, totals: Measurement) -> None:
+        """Once `predict_after` epochs are done: log and print the whole run's prediction."""
+        total, done = self.total_epochs, epoch + 1  # totals include epochs restored on resume
+        if self.prediction is not None or total is None or not self.predict_after <= done < total:
+            return
+        self.prediction = self._guard("prediction", lambda: predict_run(totals, done, total))
+        if self.prediction is None or not self.is_logging_rank:
+            return
+        line = self.prediction.line()
+        logger.info("%s", line)
+        if self.print_summary:
+            print(line, flush=True)
+        self._send_all("log_metrics", self.prediction.metrics(), epoch)
 
     def end(self) -> Measurement | None:
         """Stop measuring, log the totals (step = number of epochs), summarize, flush sinks."""
@@ -152,11 +186,11 @@ class CarbonSession:
         eqs: dict[str, Equivalent] = {}
         if totals is not None:
             eqs = self._guard("equivalents", lambda: equivalents(totals)) or {}
+            self._advise(totals)
         if totals is not None and self.sinks:
             final = self._guard("metrics", lambda: final_metrics(totals, eqs))
             if final is not None:
-                for sink in self.sinks:
-                    self._to_sink(sink, "log_metrics", final, self._next_step)
+                self._send_all("log_metrics", final, self._next_step)
         self._close_sinks()
         if totals is not None and self.is_logging_rank:
             self._summarize(totals, eqs)
@@ -175,6 +209,8 @@ class CarbonSession:
             "carbon-callbacks: training stopped by %s; logging what was measured",
             type(exc).__name__,
         )
+        # Other ranks may never reach another lap: summing with them would wait for them.
+        self.tracker.local_only(f"training raised {type(exc).__name__} on this process")
         if epoch is not None and (self._last_epoch is None or epoch > self._last_epoch):
             self.epoch_end(epoch)
         return self.end()
@@ -195,11 +231,21 @@ class CarbonSession:
 
     # -- internals -------------------------------------------------------------------------------
 
+    def _advise(self, totals: Measurement) -> None:
+        """Where the same run would have emitted less: a summary line and a tag."""
+        intensity = self.tracker.intensity
+        self.advice = self._guard("advice", lambda: advice_line(totals, intensity))
+        tag = self._guard("advice", lambda: greener_region_tag(totals, intensity))
+        if tag is not None:
+            self._send_all("log_tags", {"carbon.greener_region": tag})
+
     def _summarize(self, totals: Measurement, eqs: Mapping[str, Equivalent]) -> None:
         text = self._guard("summary", lambda: summary(totals, eqs))
         if text is None:
             return
         lines = [text]
+        if self.advice:
+            lines.append(f"  Greener: {self.advice}")
         if self.journal_path is not None:
             lines.append(f"  Journal: {self.journal_path}")
         lines.extend(f"  Not delivered: {m}" for m in self.undelivered)
@@ -230,9 +276,42 @@ class CarbonSession:
         self.tracker.start()
         return True
 
-    def _to_sink(self, sink: Sink, method: str, *args: Any) -> Any:
-        call = functools.partial(getattr(sink, method), *args)
+    def _to_sink(self, sink: Sink, method: str, *args: Any, **kwargs: Any) -> Any:
+        call = functools.partial(getattr(sink, method), *args, **kwargs)
         return self._guard(f"sink:{type(sink).__name__}:{method}", call)
+
+    def _bind_ledgers(self) -> None:
+        """Journal where each resendable sink writes, and bind it to its delivery ledger."""
+        self._backed = {}
+        journal = self.tracker.journal_path
+        if journal is None:
+            return
+        for sink in self.sinks:
+            target = self._guard("sink:target", getattr(sink, "target", lambda: None))
+            if not target or not callable(getattr(sink, "bind_ledger", None)):
+                continue
+            ident = sink_id(target)
+            if self.tracker.journal_append({"type": "sink", "sink": ident, **target}):
+                self._to_sink(sink, "bind_ledger", Ledger(journal, ident))
+                self._backed[id(sink)] = ident
+
+    def _send_all(self, method: str, data: Mapping[str, Any], step: int | None = None) -> None:
+        """Journal `data` (when a sink is journal-backed), then hand it to every sink."""
+        args = (data,) if step is None else (data, step)
+        key: str | None = None
+        backed = [self._backed[id(s)] for s in self.sinks if id(s) in self._backed]
+        if backed:
+            kind = "tags" if method == "log_tags" else "metrics"
+            key = os.urandom(8).hex()
+            record = {"type": kind, "key": key, "sinks": backed, "step": step, kind: dict(data)}
+            record["time_ms"] = int(time.time() * 1000)
+            if not self.tracker.journal_append(record):
+                key = None  # not journaled: the sinks get it once, untracked
+        for sink in self.sinks:
+            if key is not None and id(sink) in self._backed:
+                self._to_sink(sink, method, *args, key=key)
+            else:
+                self._to_sink(sink, method, *args)
 
     def _guard(self, cause: str, call: Callable[[], T]) -> T | None:
         try:

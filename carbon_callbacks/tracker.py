@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import logging
 import os
 import threading
 import time
@@ -11,12 +12,24 @@ from pathlib import Path
 from types import TracebackType
 from typing import Any
 
-from carbon_callbacks.distributed import Reducer
-from carbon_callbacks.errors import CarbonWarning, ErrorLog, check_pue, check_watts
+from carbon_callbacks.distributed import Reducer, TakenGpus
+from carbon_callbacks.errors import (
+    CarbonWarning,
+    ErrorLog,
+    check_pue,
+    check_tracker_arguments,
+    check_watts,
+)
 from carbon_callbacks.intensity import Intensity, resolve
 from carbon_callbacks.journal import JOURNAL_SUFFIX, Journal
 from carbon_callbacks.measurement import Measurement
-from carbon_callbacks.sensors.base import NONE, Component, Sensor, SensorError
+from carbon_callbacks.sensors.base import (
+    NONE,
+    Component,
+    PollingSensor,
+    Sensor,
+    SensorReport,
+)
 from carbon_callbacks.units import G_PER_KG, J_PER_KWH
 
 DEFAULT_OUTPUT_DIR = "carbon_runs"
@@ -24,6 +37,8 @@ OUTPUT_DIR_ENV = "CARBON_CALLBACKS_OUTPUT_DIR"
 COMPONENTS: tuple[Component, ...] = ("cpu", "gpu", "ram")
 
 Clock = Callable[[], float]
+
+logger = logging.getLogger(__name__)
 
 
 class Tracker:
@@ -89,6 +104,7 @@ class Tracker:
         wall_clock: Clock = time.time,
         env: Mapping[str, str] | None = None,
     ) -> None:
+        check_tracker_arguments({k: v for k, v in locals().items() if k != "self"})
         env = os.environ if env is None else env
         self._clock = clock
         self._wall_clock = wall_clock
@@ -114,8 +130,14 @@ class Tracker:
             output_dir = env.get(OUTPUT_DIR_ENV) or DEFAULT_OUTPUT_DIR
         self.output_dir = None if output_dir is None else Path(output_dir)  # type: ignore[arg-type]
         self.errors = ErrorLog()
+        self.errors.add_listener(self._journal_error)  # every warned failure is journaled
         self.reports: list[Any] = []
         self._poll_interval_s: float | None = None
+        # What the user chose, which `distribute` never overrides.
+        self._counts = {"cpu": count_cpu, "ram": count_ram, "gpu": count_gpu}
+        self._user_gpu_ids = None if gpu_ids is None else [str(g) for g in gpu_ids]
+        self._gpu_ids_used = self._user_gpu_ids
+        self._injected = sensors is not None
         if sensors is None:
             sensors = self._detect(gpu_ids, count_cpu, count_ram, count_gpu)
         self._sensors: dict[Component, Sensor] = {}
@@ -125,9 +147,11 @@ class Tracker:
             self._sensors[sensor.component] = sensor
         self._reducer = reducer
         self._sync = sync
+        self._gpu_found = "gpu" in self._sensors
         self._counts_node = count_cpu or count_ram
         self.nodes = 1
         self.world_size = 1
+        self.gpu_count: int | None = None  # GPUs of all ranks (set at start with a reducer)
         self._lock = threading.Lock()
         self._guard: _PollThread | None = None
         self._journal: Journal | None = None
@@ -157,6 +181,124 @@ class Tracker:
         if found.needs_guard_thread:
             self._poll_interval_s = found.poll_interval_s
         return [s for s in (found.cpu, found.gpu, found.ram) if s is not None]
+
+    def distribute(
+        self,
+        *,
+        count_cpu: bool = True,
+        count_ram: bool = True,
+        gpu_ids: Sequence[int | str] | None = None,
+        reducer: Reducer | None = None,
+        sync: Callable[[], None] | None = None,
+        taken_gpus: TakenGpus | None = None,
+    ) -> None:
+        """Apply this process's role in a (distributed) run; call before `start()`.
+
+        For callers that learn the role only when training starts (under Lightning DDP the
+        tracker is built before the ranks exist); `carbon_callbacks.distributed.apply_roles`
+        calls it. The user's choices win: a component the constructor left out stays out,
+        an explicit ``gpu_ids=`` is kept, ``sensors=`` are not re-detected, forced watts
+        stay forced.
+
+        Args:
+            count_cpu, count_ram: False on every process but one per node (local rank 0);
+                a process with either True is counted as a node in ``nodes``.
+            gpu_ids: the GPUs this process trains on (as for the constructor); ``[]``: none;
+                None keeps the current selection.
+            reducer: sums laps over ranks; None keeps the current one. Every rank that has
+                one must call `start()`, `lap()` and `stop()` together.
+            sync: called before each lap's reads (``torch.cuda.synchronize``); None keeps
+                the current one.
+            taken_gpus: a collective (every rank calls it here, once) giving, of this
+                process's GPU UUIDs, those a lower rank measures too; they are dropped here,
+                so two ranks on slices of one GPU count it once.
+
+        Raises:
+            RuntimeError: the tracker is running.
+        """
+        if self._running:
+            raise RuntimeError("Tracker.distribute() called on a running tracker")
+        roles: tuple[tuple[Component, bool], ...] = (("cpu", count_cpu), ("ram", count_ram))
+        for component, role in roles:
+            if not (role and self._counts[component]):
+                why = f"count_{component}=False" if role else "counted by local rank 0"
+                self._drop(component, f"not counted in this process ({why})")
+            elif component not in self._sensors and not self._injected:
+                self._redetect(component, None)
+        if (
+            gpu_ids is not None
+            and self._counts["gpu"]
+            and self._gpu_found
+            and not self._injected
+            and self._user_gpu_ids is None
+            and [str(g) for g in gpu_ids] != self._gpu_ids_used
+        ):
+            self._drop("gpu", "not counted in this process (it trains on no GPU)")
+            self._gpu_ids_used = [str(g) for g in gpu_ids]
+            if self._gpu_ids_used:
+                self._redetect("gpu", self._gpu_ids_used)
+        if taken_gpus is not None:
+            self._drop_taken_gpus(taken_gpus)
+        if not self._injected:
+            polling = [s for s in self._sensors.values() if isinstance(s, PollingSensor)]
+            self._poll_interval_s = min((s.poll_interval_s for s in polling), default=None)
+        self._counts_node = count_cpu or count_ram
+        if reducer is not None:
+            self._reducer = reducer
+        if sync is not None:
+            self._sync = sync
+
+    def _drop_taken_gpus(self, taken_gpus: TakenGpus) -> None:
+        gpu = self._sensors.get("gpu")
+        uuids = [] if gpu is None or self._injected else list(getattr(gpu, "uuids", []))
+        taken = taken_gpus(uuids)  # a collective: called even with nothing to offer
+        if not taken:
+            return
+        own = [u for u in uuids if u not in taken]
+        logger.info("carbon-callbacks: GPU(s) %s counted by a lower rank", sorted(taken))
+        names = ", ".join(sorted(taken))
+        self._drop("gpu", f"not counted in this process ({names}: by a lower rank)")
+        self._gpu_ids_used = own
+        if own:
+            self._redetect("gpu", own)
+
+    def _drop(self, component: Component, reason: str) -> None:
+        sensor = self._sensors.pop(component, None)
+        if sensor is None:
+            return
+        sensor.close()
+        self.reports = [r for r in self.reports if r.component != component]
+        self.reports.append(SensorReport(component, "-", False, None, reason))
+
+    def _redetect(self, component: Component, gpu_ids: Sequence[str] | None) -> None:
+        from carbon_callbacks.sensors.detect import detect_sensors
+
+        # The ids come from the training device, not the user: nothing to warn them about.
+        with warnings.catch_warnings(record=True) as caught:
+            warnings.simplefilter("always")
+            try:
+                found = detect_sensors(
+                    cpu_power_w=self.cpu_power_w,
+                    ram_power_w=self.ram_power_w,
+                    gpu_ids=gpu_ids,
+                    count_cpu=component == "cpu",
+                    count_ram=component == "ram",
+                    count_gpu=component == "gpu",
+                    clock=self._clock,
+                )
+            except ValueError as exc:  # a GPU id of the training device that NVML lacks
+                self.errors.record(f"detect:{component}", f"{component} not counted: {exc}")
+                return
+        for w in caught:
+            logger.info("carbon-callbacks: %s", w.message)
+        for s in found.sensors:
+            if s.component != component:  # pragma: no cover - detection honours count_*
+                s.close()
+        sensor = getattr(found, component)
+        self.reports = [r for r in self.reports if r.component != component]
+        self.reports.extend(r for r in found.reports if r.component == component)
+        if sensor is not None:
+            self._sensors[component] = sensor
 
     def _reset_totals(self) -> None:
         self.lap_count = 0
@@ -203,13 +345,15 @@ class Tracker:
             run_id = run_id or pending.get("run_id")
         self.run_id = run_id or os.urandom(16).hex()
         if self._reducer is not None:
-            nodes, world = self._reducer([1.0 if self._counts_node else 0.0, 1.0])
-            self.nodes, self.world_size = round(nodes), round(world)
+            gpu = self._sensors.get("gpu")
+            gpus = 0 if gpu is None else getattr(gpu, "device_count", 1)
+            nodes, world, gpus = self._reducer([1.0 if self._counts_node else 0.0, 1.0, gpus])
+            self.nodes, self.world_size, self.gpu_count = round(nodes), round(world), round(gpus)
         now = self._clock()
         for component, sensor in list(self._sensors.items()):
             try:
                 sensor.start(now)
-            except SensorError as exc:
+            except Exception as exc:  # any sensor's failure is recorded; the run goes on
                 self.errors.record(f"start:{component}", f"{component} sensor failed: {exc}")
                 del self._sensors[component]
         self._last_j = dict.fromkeys(self._sensors, 0.0)
@@ -222,6 +366,19 @@ class Tracker:
             self._guard.start()
         self._running = True
 
+    def local_only(self, reason: str) -> None:
+        """Stop summing laps over ranks: from now on, this process's measurements only.
+
+        For when the other ranks may never reach the next lap (training raised here): a
+        collective then would wait for them until the process group's timeout.
+        """
+        if self._reducer is None:
+            return
+        self._reducer = None
+        self.errors.record(
+            "reduce:stopped", f"{reason}: from here on, the measurements of this process only"
+        )
+
     def lap(self) -> Measurement:
         """The measurement since the previous lap (or start), added to the totals."""
         if not self._running:
@@ -232,6 +389,8 @@ class Tracker:
                 self._sync()
             except Exception as exc:  # a framework call: any failure is recorded, not raised
                 self.errors.record("sync", f"device synchronisation failed: {exc}")
+        if self._reducer is not None:
+            self._barrier()
         now = self._clock()
         wall = self._wall_clock()
         energy_kwh = self._read(now, errors, commit=True)
@@ -267,7 +426,7 @@ class Tracker:
             for component, sensor in self._sensors.items():
                 try:
                     total_j = sensor.energy_j(now)
-                except (SensorError, OSError) as exc:
+                except Exception as exc:  # any sensor's failure is recorded; the run goes on
                     message = f"{component} sensor failed: {exc}"
                     self.errors.record(f"read:{component}:{type(exc).__name__}", message)
                     errors.append(message)
@@ -342,6 +501,15 @@ class Tracker:
         self.lap_count = int(state.get("lap_count", 0))
 
     # -- internals -----------------------------------------------------------------------
+
+    def _barrier(self) -> None:
+        """Wait for every rank, so that all read their sensors at the same moment: a rank
+        that reaches the epoch's end first is still drawing power while it waits."""
+        assert self._reducer is not None
+        try:
+            self._reducer([0.0])
+        except Exception as exc:  # a collective of the framework's process group
+            self.errors.record("reduce", f"summing over ranks failed, this rank only: {exc}")
 
     def _reduce(
         self, energy_kwh: Mapping[Component, float | None]
@@ -420,6 +588,38 @@ class Tracker:
                 "methods": dict(self.methods),
             }
         )
+        for cause, message in self.errors.items():  # failures seen before the journal opened
+            self._journal_error(cause, message)
+
+    def journal_append(self, record: Mapping[str, Any]) -> bool:
+        """Append `record` (a JSON object with a ``"type"``) to this run's journal.
+
+        For the session's ``"sink"``, ``"tags"`` and ``"metrics"`` records (what
+        ``carbon-callbacks sync`` resends) and journaled errors; after `stop()` it still
+        appends to the stopped run's journal. Thread-safe. Returns False when there is no
+        journal (disabled or unwritable) or the write failed (recorded in `errors`).
+        """
+        journal, path = self._journal, self._journal_path
+        if journal is None and path is None:
+            return False
+        try:
+            if journal is not None and journal.append({**record, "run_id": self.run_id}):
+                return True
+            if path is None or not path.is_file():  # never re-create a journal removed since
+                return False
+            # The run has stopped (the final metrics, a sink's last failure): append and close.
+            once = Journal(path)
+            try:
+                return once.append({**record, "run_id": self.run_id})
+            finally:
+                once.close()
+        except (OSError, ValueError) as exc:
+            self.errors.record("journal:write", f"cannot append to the journal: {exc}")
+            return False
+
+    def _journal_error(self, cause: str, message: str) -> None:
+        record = {"type": "error", "cause": cause, "message": message}
+        self.journal_append({**record, "time": self._wall_clock()})
 
     def _write_lap(self, index: int, m: Measurement) -> None:
         if self._journal is not None:
@@ -452,7 +652,7 @@ class _PollThread(threading.Thread):
                         continue
                     try:
                         poll()
-                    except (SensorError, OSError) as exc:
+                    except Exception as exc:  # any sensor's failure is recorded; the run goes on
                         tracker.errors.record(f"poll:{component}", f"{component} poll: {exc}")
 
     def stop(self) -> None:

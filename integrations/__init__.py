@@ -1,8 +1,9 @@
 """Framework callbacks and tracker sinks.
 
 Each module imports its framework and nothing more: `lightning`, `transformers` and `keras`
-hold one `CarbonCallback` each; `mlflow` holds `MlflowSink`. This package itself imports no
-framework; it holds what the callbacks share (argument checks, run discovery).
+hold one `CarbonCallback` each; `mlflow` holds `MlflowSink`, `comet` holds `CometSink`. This
+package itself imports no framework; it holds what the callbacks share (argument checks, run
+discovery: a tracking client is imported only when the user's run is one of its runs).
 """
 
 from __future__ import annotations
@@ -18,6 +19,7 @@ from carbon_callbacks.session import CarbonSession
 from carbon_callbacks.tracker import Tracker
 
 if TYPE_CHECKING:
+    from carbon_callbacks.integrations.comet import CometSink
     from carbon_callbacks.integrations.mlflow import MlflowSink
 
 logger = logging.getLogger(__name__)
@@ -68,7 +70,7 @@ def check_sinks(sinks: SinksArg) -> list[Sink]:
     """Validate `sinks`: ``"auto"`` (found at train start), None (none) or a list of sinks."""
     if sinks is None:
         return []
-    if isinstance(sinks, str):
+    if isinstance(sinks, (str, bytes)):
         if sinks == "auto":
             return []
         raise ValueError(f'sinks must be "auto", None or a list of sinks, got {sinks!r}')
@@ -98,6 +100,29 @@ def active_mlflow_sink() -> MlflowSink | None:
     return active_run_sink()
 
 
+def comet_sink(experiment: Any) -> CometSink:
+    """A `CometSink` (imports comet_ml: call only when the user's run is a Comet one)."""
+    from carbon_callbacks.integrations.comet import CometSink
+
+    return CometSink(experiment)
+
+
+def active_comet_sink() -> CometSink | None:
+    """A sink for the running Comet experiment, if the user imported comet_ml and started one
+    (``comet_ml.start()``, an ``Experiment``, or HF ``report_to=["comet_ml"]``)."""
+    if "comet_ml" not in sys.modules:  # nobody started an experiment without importing it
+        return None
+    from carbon_callbacks.integrations.comet import running_experiment_sink
+
+    return running_experiment_sink()
+
+
+def active_sinks() -> list[Sink]:
+    """Sinks for the active MLflow run and the running Comet experiment (either, both, none)."""
+    found = [active_mlflow_sink(), active_comet_sink()]
+    return [sink for sink in found if sink is not None]
+
+
 def find_sinks_safely(tracker: Tracker, find: Callable[[], list[Sink]]) -> list[Sink]:
     """Run `find`; on failure, record why in ``tracker.errors`` and use no sink."""
     try:
@@ -115,7 +140,7 @@ def report_found(framework: str, sinks: Sequence[Sink]) -> None:
         logger.info("carbon-callbacks (%s): logging to %s", framework, ", ".join(map(repr, sinks)))
     else:
         logger.info(
-            "carbon-callbacks (%s): no MLflow run found; the journal and summary only "
-            "(start an MLflow run or pass sinks=[...] to log metrics)",
+            "carbon-callbacks (%s): no MLflow run or Comet experiment found; the journal and "
+            "summary only (start a run or experiment, or pass sinks=[...] to log metrics)",
             framework,
         )

@@ -6,7 +6,7 @@ from typing import TYPE_CHECKING, Any
 
 from carbon_callbacks.integrations import (
     SinksArg,
-    active_mlflow_sink,
+    active_sinks,
     find_sinks_safely,
     install_hint,
     make_session,
@@ -40,8 +40,9 @@ class CarbonCallback(keras.callbacks.Callback):  # type: ignore[misc]
 
     Args:
         tracker: a ready `carbon_callbacks.Tracker`; or pass its keyword arguments instead.
-        sinks: ``"auto"`` (default): the run of ``mlflow.start_run()`` active when training
-            begins; a list of sinks; or None for the journal and summary only.
+        sinks: ``"auto"`` (default): the run of ``mlflow.start_run()`` and/or the Comet
+            experiment (``comet_ml.get_running_experiment()``) active when training begins;
+            a list of sinks; or None for the journal and summary only.
         summary: print the end-of-training summary (it is logged at INFO anyway).
         **tracker_kwargs: `Tracker` arguments: ``country="FR"``, ``pue=1.2``, ...
 
@@ -75,7 +76,8 @@ class CarbonCallback(keras.callbacks.Callback):  # type: ignore[misc]
         if self._auto:
             sinks = find_sinks_safely(self.tracker, _find_sinks)
             report_found("keras", sinks)
-        self.session.begin(sinks=sinks)
+        epochs = (self.params or {}).get("epochs")
+        self.session.begin(sinks=sinks, total_epochs=epochs if isinstance(epochs, int) else None)
 
     def on_epoch_end(self, epoch: int, logs: dict[str, Any] | None = None) -> None:
         lap = self.session.epoch_end(int(epoch))
@@ -88,5 +90,4 @@ class CarbonCallback(keras.callbacks.Callback):  # type: ignore[misc]
 
 
 def _find_sinks() -> list[Sink]:
-    sink = active_mlflow_sink()
-    return [] if sink is None else [sink]
+    return active_sinks()  # the active MLflow run and/or the running Comet experiment

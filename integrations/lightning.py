@@ -8,8 +8,10 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING, Any
 
+from carbon_callbacks.distributed import apply_roles, roles_from_lightning
 from carbon_callbacks.integrations import (
     SinksArg,
+    comet_sink,
     find_sinks_safely,
     install_hint,
     make_session,
@@ -44,8 +46,9 @@ class CarbonCallback(Callback):
 
     Args:
         tracker: a ready `carbon_callbacks.Tracker`; or pass its keyword arguments instead.
-        sinks: ``"auto"`` (default): log to the run of an `MLFlowLogger` in
-            ``trainer.loggers``; a list of sinks; or None for the journal and summary only.
+        sinks: ``"auto"`` (default): log to the run of an `MLFlowLogger` and the experiment
+            of a `CometLogger` in ``trainer.loggers``; a list of sinks; or None for the
+            journal and summary only.
         summary: print the end-of-training summary (it is logged at INFO anyway).
         **tracker_kwargs: `Tracker` arguments: ``country="FR"``, ``pue=1.2``,
             ``cpu_power_w=50`` (W), ``output_dir=...``, ...
@@ -79,16 +82,18 @@ class CarbonCallback(Callback):
         return self.session.tracker
 
     def on_train_start(self, trainer: Any, pl_module: Any) -> None:
+        # The roles and the process group exist only now (the callback may have been built
+        # in the launching process, before the ranks).
+        device = getattr(trainer.strategy, "root_device", None)
+        apply_roles(self.tracker, roles_from_lightning(trainer), device=device)
         self.session.is_logging_rank = bool(trainer.is_global_zero)
         sinks = None
         if self._auto and trainer.is_global_zero:
             sinks = find_sinks_safely(self.tracker, lambda: _find_sinks(trainer))
             report_found("lightning", sinks)
-        self.session.begin(
-            sinks=sinks,
-            nodes=int(getattr(trainer, "num_nodes", 1) or 1),
-            world_size=int(getattr(trainer, "world_size", 1) or 1),
-        )
+        max_epochs = trainer.max_epochs if isinstance(trainer.max_epochs, int) else None
+        # carbon.nodes, carbon.world_size: the tracker's
+        self.session.begin(sinks=sinks, total_epochs=max_epochs)
 
     def on_train_epoch_end(self, trainer: Any, pl_module: Any) -> None:
         self.session.epoch_end(int(trainer.current_epoch))
@@ -106,27 +111,32 @@ class CarbonCallback(Callback):
         self.session.load_state_dict(state_dict)
 
 
-def _mlflow_logger_types() -> tuple[type, ...]:
+def _logger_types(name: str) -> tuple[type, ...]:
+    """Lightning's logger class `name` from whichever Lightning package is imported."""
     import sys
 
     types = []
     for module_name in ("lightning.pytorch.loggers", "pytorch_lightning.loggers"):
         module = sys.modules.get(module_name)
-        logger_type = getattr(module, "MLFlowLogger", None)
+        logger_type = getattr(module, name, None)
         if isinstance(logger_type, type):
             types.append(logger_type)
     return tuple(types)
 
 
 def _find_sinks(trainer: Any) -> list[Sink]:
-    """One `MlflowSink` per `MLFlowLogger` of the trainer (the run it logs to)."""
-    mlflow_types = _mlflow_logger_types()
+    """One sink per `MLFlowLogger` (the run it logs to) and `CometLogger` (its experiment)."""
+    mlflow_types = _logger_types("MLFlowLogger")
+    comet_types = _logger_types("CometLogger")
     sinks: list[Sink] = []
     for logger in getattr(trainer, "loggers", []):
+        sink: Sink | None = None
         if mlflow_types and isinstance(logger, mlflow_types):
             sink = _logger_sink(logger)
-            if sink is not None:
-                sinks.append(sink)
+        elif comet_types and isinstance(logger, comet_types):
+            sink = comet_sink(logger.experiment)  # creates the experiment if not yet
+        if sink is not None:
+            sinks.append(sink)
     return sinks
 
 

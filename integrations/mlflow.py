@@ -10,16 +10,21 @@ from the process-wide ``MLFLOW_HTTP_REQUEST_MAX_RETRIES`` / ``MLFLOW_HTTP_REQUES
 environment variables on every request, so this sink does not change them (that would also
 change the user's own MLflow logging); the end-of-training flush is bounded instead
 (``CARBON_CALLBACKS_FLUSH_TIMEOUT_S``, 30 s) and what did not go out is reported and stays in
-the local journal.
+the local journal, from which ``carbon-callbacks sync`` sends it later (`resend`): records
+whose metric key and step the run already has are skipped, so a sync never duplicates.
 """
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+import os
+from collections.abc import Callable, Iterable, Mapping, Sequence
+from typing import Any
+from urllib.parse import urlsplit, urlunsplit
 
 try:
     import mlflow
     from mlflow.entities import Metric, RunTag
+    from mlflow.exceptions import MlflowException
     from mlflow.tracking import MlflowClient
 except ImportError as exc:  # pragma: no cover - depends on the environment
     raise ImportError(
@@ -27,18 +32,23 @@ except ImportError as exc:  # pragma: no cover - depends on the environment
     ) from exc
 
 from carbon_callbacks.delivery import (
+    DEFAULT_BACKOFF_S,
+    DEFAULT_MAX_RETRIES,
     DEFAULT_MIN_INTERVAL_S,
     DEFAULT_QUEUE_SIZE,
     BackgroundSink,
+    DeliveryRefused,
     Record,
 )
 from carbon_callbacks.errors import ErrorLog
 
-__all__ = ["MlflowSink", "active_run_sink"]
+__all__ = ["MlflowSink", "active_run_sink", "public_uri", "resend"]
 
 # MLflow's limits for one log_batch request.
 _MAX_METRICS_PER_BATCH = 1000
 _MAX_TAGS_PER_BATCH = 100
+# Answers that another try cannot change (a deleted run, a value MLflow refuses).
+_REFUSALS = frozenset({"RESOURCE_DOES_NOT_EXIST", "INVALID_PARAMETER_VALUE", "PERMISSION_DENIED"})
 
 
 class MlflowSink(BackgroundSink):
@@ -53,6 +63,8 @@ class MlflowSink(BackgroundSink):
         errors: where run-time failures go (the session passes the tracker's).
         min_interval_s: seconds between two requests at least; the records made meanwhile
             go together in one ``log_batch``.
+        max_retries, backoff_s: a failed ``log_batch`` is retried after `backoff_s`,
+            then twice that, ... (`max_retries` times); then it waits in the journal.
 
     Example:
         >>> with mlflow.start_run() as run:
@@ -69,22 +81,34 @@ class MlflowSink(BackgroundSink):
         queue_size: int = DEFAULT_QUEUE_SIZE,
         errors: ErrorLog | None = None,
         min_interval_s: float = DEFAULT_MIN_INTERVAL_S,
+        max_retries: int = DEFAULT_MAX_RETRIES,
+        backoff_s: float = DEFAULT_BACKOFF_S,
     ) -> None:
         if not isinstance(run_id, str) or not run_id:
             raise ValueError(f"run_id must be a non-empty MLflow run id, got {run_id!r}")
+        if tracking_uri is not None and not isinstance(tracking_uri, str):
+            raise TypeError(f"tracking_uri must be a string, got {tracking_uri!r}")
         super().__init__(
             run_id,
             name="mlflow",
             queue_size=queue_size,
             errors=errors,
             min_interval_s=min_interval_s,
+            max_retries=max_retries,
+            backoff_s=backoff_s,
         )
         self.run_id = run_id
         self.tracking_uri = str(tracking_uri or mlflow.get_tracking_uri())
         self._client: MlflowClient | None = None
 
     def __repr__(self) -> str:
-        return f"MlflowSink(run_id={self.run_id!r}, tracking_uri={self.tracking_uri!r})"
+        uri = public_uri(self.tracking_uri)
+        return f"MlflowSink(run_id={self.run_id!r}, tracking_uri={uri!r})"
+
+    def target(self) -> dict[str, Any]:
+        """The run, for ``carbon-callbacks sync``: its id and the tracking URI without
+        credentials (a relative sqlite or file path made absolute)."""
+        return {"kind": "mlflow", "tracking_uri": public_uri(self.tracking_uri), "run": self.run_id}
 
     def _open(self) -> None:
         # On the worker thread: opening a new sqlite store can take seconds (migrations).
@@ -104,11 +128,16 @@ class MlflowSink(BackgroundSink):
                     for k, v in record.data.items()
                 )
         while metrics or tags:
-            self._client.log_batch(
-                self.run_id,
-                metrics=metrics[:_MAX_METRICS_PER_BATCH],
-                tags=tags[:_MAX_TAGS_PER_BATCH],
-            )
+            try:
+                self._client.log_batch(
+                    self.run_id,
+                    metrics=metrics[:_MAX_METRICS_PER_BATCH],
+                    tags=tags[:_MAX_TAGS_PER_BATCH],
+                )
+            except MlflowException as exc:
+                if exc.error_code in _REFUSALS:  # retrying cannot help; sync can, later
+                    raise DeliveryRefused(exc.message) from exc
+                raise
             metrics = metrics[_MAX_METRICS_PER_BATCH:]
             tags = tags[_MAX_TAGS_PER_BATCH:]
 
@@ -119,3 +148,97 @@ def active_run_sink() -> MlflowSink | None:
     if run is None:
         return None
     return MlflowSink(run.info.run_id, mlflow.get_tracking_uri())
+
+
+def public_uri(uri: str) -> str:
+    """`uri` safe to write down and usable from another folder: no ``user:password@``, no
+    query or fragment (tokens), and a relative sqlite database or file store made absolute.
+    """
+    parts = urlsplit(uri)
+    scheme = parts.scheme.lower()
+    if uri in ("databricks", "databricks-uc", "uc"):
+        return uri
+    if not scheme or (len(scheme) == 1 and os.name == "nt"):  # a plain path (or C:\\...)
+        return os.path.abspath(uri)
+    if scheme.startswith("sqlite") and parts.path.startswith("/") and not parts.netloc:
+        path = parts.path[1:]  # sqlite:///rel.db is relative, sqlite:////abs.db absolute
+        if path and path != ":memory:" and not os.path.isabs(path):
+            return f"{parts.scheme}:///{os.path.abspath(path)}"
+        return f"{parts.scheme}://{parts.path}"
+    netloc = parts.netloc.rpartition("@")[2]
+    return urlunsplit((parts.scheme, netloc, parts.path, "", ""))
+
+
+Mark = Callable[[Iterable[str], bool], None]
+
+
+def resend(
+    target: Mapping[str, Any],
+    records: Sequence[Mapping[str, Any]],
+    mark: Mark,
+    *,
+    tracking_uri: str | None = None,
+) -> None:
+    """Send journal records (``"tags"``/``"metrics"``) to the MLflow run of `target`.
+
+    Called by ``carbon-callbacks sync``. A metric whose key and step the run has already is
+    not sent again (it went out before the journal noted it), so a resend is idempotent.
+    ``mark(keys, already)`` is called after each confirmed request.
+
+    Args:
+        target: a journal ``"sink"`` record of kind ``"mlflow"``.
+        records: the pending records, in journal order.
+        mark: notes record keys as delivered (``already``: they were in the run already).
+        tracking_uri: replaces the target's URI (a moved server, or credentials in the URI).
+
+    Raises:
+        MlflowException: the server cannot be reached or refuses (nothing more is marked).
+    """
+    run_id = str(target["run"])
+    client = MlflowClient(tracking_uri or str(target["tracking_uri"]))
+    try:
+        client.get_run(run_id)
+    except MlflowException as exc:
+        raise MlflowException(f"MLflow run {run_id} cannot be read: {exc.message}") from exc
+    names = {name for r in records if r.get("type") == "metrics" for name in r["metrics"]}
+    present = {
+        name: {m.step for m in client.get_metric_history(run_id, name)} for name in sorted(names)
+    }
+    metrics: list[Metric] = []
+    tags: list[RunTag] = []
+    keys: list[str] = []
+
+    def send() -> None:
+        if metrics or tags:
+            client.log_batch(run_id, metrics=list(metrics), tags=list(tags))
+        if keys:
+            mark(list(keys), False)
+        metrics.clear()
+        tags.clear()
+        keys.clear()
+
+    for record in records:
+        if record.get("type") == "tags":
+            new_tags = [RunTag(str(k), str(v)) for k, v in record["tags"].items()]
+            new_metrics: list[Metric] = []
+        else:
+            step = int(record.get("step") or 0)
+            timestamp = int(record.get("time_ms") or 0)
+            new_tags = []
+            new_metrics = [
+                Metric(str(k), float(v), timestamp, step)
+                for k, v in record["metrics"].items()
+                if step not in present.get(str(k), ())
+            ]
+            if not new_metrics:
+                mark([str(record["key"])], True)
+                continue
+        if (
+            len(metrics) + len(new_metrics) > _MAX_METRICS_PER_BATCH
+            or len(tags) + len(new_tags) > _MAX_TAGS_PER_BATCH
+        ):
+            send()
+        metrics.extend(new_metrics)
+        tags.extend(new_tags)
+        keys.append(str(record["key"]))
+    send()

@@ -5,9 +5,10 @@ from __future__ import annotations
 import math
 from typing import TYPE_CHECKING, Any
 
+from carbon_callbacks.distributed import apply_roles, roles_from_transformers
 from carbon_callbacks.integrations import (
     SinksArg,
-    active_mlflow_sink,
+    active_sinks,
     find_sinks_safely,
     install_hint,
     make_session,
@@ -40,7 +41,8 @@ class CarbonCallback(TrainerCallback):
     Args:
         tracker: a ready `carbon_callbacks.Tracker`; or pass its keyword arguments instead.
         sinks: ``"auto"`` (default): the MLflow run active when training begins (the one
-            ``report_to=["mlflow"]`` opened, or the user's own); a list of sinks; or None.
+            ``report_to=["mlflow"]`` opened, or the user's own) and/or the running Comet
+            experiment (``report_to=["comet_ml"]``); a list of sinks; or None.
         summary: print the end-of-training summary (it is logged at INFO anyway).
         **tracker_kwargs: `Tracker` arguments: ``country="FR"``, ``pue=1.2``, ...
 
@@ -69,13 +71,18 @@ class CarbonCallback(TrainerCallback):
         return self.session.tracker
 
     def on_train_begin(self, args: Any, state: Any, control: Any, **kwargs: Any) -> None:
+        # One process driving several GPUs (DataParallel) uses all it sees: keep them.
+        device = None if int(getattr(args, "n_gpu", 1) or 1) > 1 else args.device
+        apply_roles(self.tracker, roles_from_transformers(args), device=device)
         zero = bool(state.is_world_process_zero)
         self.session.is_logging_rank = zero
         sinks = None
         if self._auto and zero:
             sinks = find_sinks_safely(self.tracker, _find_sinks)
             report_found("transformers", sinks)
-        self.session.begin(sinks=sinks, world_size=int(getattr(args, "world_size", 1) or 1))
+        epochs = getattr(state, "num_train_epochs", None)
+        # carbon.nodes, carbon.world_size: the tracker's
+        self.session.begin(sinks=sinks, total_epochs=int(epochs) if epochs else None)
 
     def on_epoch_end(self, args: Any, state: Any, control: Any, **kwargs: Any) -> None:
         self.session.epoch_end(epoch_index(state.epoch))
@@ -96,5 +103,4 @@ def epoch_index(epoch: float | None) -> int:
 
 
 def _find_sinks() -> list[Sink]:
-    sink = active_mlflow_sink()
-    return [] if sink is None else [sink]
+    return active_sinks()  # the active MLflow run and/or the running Comet experiment

@@ -2,17 +2,26 @@
 
 from __future__ import annotations
 
+import os
 import socket
 from collections.abc import Iterator
 
 import pytest
 
+# Tracking clients and hubs phone home unless told not to; tests contact nothing but 127.0.0.1.
+for _name, _value in {
+    "MLFLOW_DISABLE_TELEMETRY": "true",
+    "DO_NOT_TRACK": "1",
+    "HF_HUB_DISABLE_TELEMETRY": "1",
+    "HF_HUB_OFFLINE": "1",
+    "COMET_ERROR_TRACKING_ENABLE": "false",
+}.items():
+    os.environ.setdefault(_name, _value)
+
 
 @pytest.fixture(autouse=True)
 def _clean_env(monkeypatch: pytest.MonkeyPatch, tmp_path_factory: pytest.TempPathFactory) -> None:
     """No CARBON_CALLBACKS_* setting of the developer's leaks into a test; journals go to tmp."""
-    import os
-
     for name in list(os.environ):
         if name.startswith("CARBON_CALLBACKS_"):
             monkeypatch.delenv(name)

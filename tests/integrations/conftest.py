@@ -27,6 +27,10 @@ os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
 os.environ.setdefault("HF_HUB_DISABLE_TELEMETRY", "1")
 # Transformers imports comet_ml when installed; comet_ml would mirror MLflow runs into Comet.
 os.environ.setdefault("COMET_DISABLE_AUTO_LOGGING", "1")
+# Nothing may leave 127.0.0.1: MLflow 3 fetches a telemetry config from the internet when
+# imported, Comet reports its own errors online, unless told not to.
+os.environ.setdefault("MLFLOW_DISABLE_TELEMETRY", "true")
+os.environ.setdefault("COMET_ERROR_TRACKING_ENABLE", "false")
 
 SERVER_URI_ENV = "CARBON_TEST_MLFLOW_SERVER_URI"
 SERVER_START_TIMEOUT_S = 180.0

@@ -81,7 +81,12 @@ def test_three_epochs_into_sqlite_run(
     sqlite_uri: str, tmp_path: Path, tracker_kwargs: dict[str, Any], check_carbon_run: Any
 ) -> None:
     run_id, totals = fit_three_epochs(sqlite_uri, tmp_path, tracker_kwargs)
-    check_carbon_run(MlflowClient(sqlite_uri), run_id, totals)
+    client = MlflowClient(sqlite_uri)
+    check_carbon_run(client, run_id, totals)
+    # the whole run predicted once, after epoch 1 of max_epochs=3
+    [predicted] = client.get_metric_history(run_id, "carbon/predicted_energy_kwh")
+    assert predicted.step == 0 and predicted.value > 0
+    assert client.get_run(run_id).data.tags["carbon.greener_region"]
 
 
 @pytest.mark.slow
