@@ -16,6 +16,26 @@ from carbon_callbacks.tracker import Tracker
 
 PREFIX = "carbon/"
 
+# The tags every run carries (DESIGN.md's contract); `run_tags` adds more.
+CONTRACT_TAGS = (
+    "carbon.country",
+    "carbon.region",
+    "carbon.cloud",
+    "carbon.intensity_source",
+    "carbon.pue",
+    "carbon.cpu_model",
+    "carbon.cpu_count",
+    "carbon.cpu_method",
+    "carbon.gpu_model",
+    "carbon.gpu_count",
+    "carbon.gpu_method",
+    "carbon.ram_gb",
+    "carbon.ram_method",
+    "carbon.estimated",
+    "carbon.nodes",
+    "carbon.version",
+)
+
 
 def epoch_metrics(lap: Measurement, totals: Measurement) -> dict[str, float]:
     """Per-epoch metrics (logged with step = epoch index) plus the running totals."""

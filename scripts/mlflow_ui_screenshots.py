@@ -22,22 +22,20 @@ Needs: ``chromium`` on PATH (``apt-get install chromium``), ``pip install playwr
 from __future__ import annotations
 
 import argparse
-import contextlib
 import os
 import shutil
-import signal
-import socket
-import subprocess
 import sys
 import tempfile
 import time
-import urllib.request
-from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 from urllib.parse import quote, urlsplit
 
 REPO = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(REPO))  # run as a script: `scripts` is importable from the repo root
+
+from scripts.mlflow_server import MlflowServer  # noqa: E402
+
 DEFAULT_OUT = REPO / "docs" / "assets"
 RUNS_PNG = "mlflow-runs.png"
 CHART_PNG = "mlflow-epoch-energy.png"
@@ -61,7 +59,6 @@ TABLE_METRICS = (
 )
 TABLE_COLUMNS = (*TABLE_METRICS, "carbon.cpu_method")
 HIDDEN_DEFAULT_COLUMNS = ("Dataset", "Source", "Models")
-SERVER_START_TIMEOUT_S = 180.0
 UI_TIMEOUT_MS = 60_000
 TABLE_VIEWPORT = {"width": 1920, "height": 440}
 CHART_VIEWPORT = {"width": 1440, "height": 720}
@@ -79,53 +76,6 @@ CHROMIUM_FLAGS = [
 
 def log(message: str) -> None:
     print(f"[screenshots] {message}", flush=True)
-
-
-def free_port() -> int:
-    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
-
-
-def healthy(uri: str) -> bool:
-    try:
-        with urllib.request.urlopen(f"{uri}/health", timeout=2) as response:
-            return bool(response.status == 200)
-    except OSError:
-        return False
-
-
-@contextlib.contextmanager
-def mlflow_server(root: Path) -> Iterator[str]:
-    """A ``mlflow server`` on 127.0.0.1 with a sqlite store under `root`; stopped on exit."""
-    port = free_port()
-    uri = f"http://127.0.0.1:{port}"
-    log_path = root / "server.log"
-    env = {**os.environ, "MLFLOW_SERVER_ENABLE_JOB_EXECUTION": "false"}
-    env.pop("MLFLOW_TRACKING_URI", None)
-    command = [
-        sys.executable, "-m", "mlflow", "server",
-        "--host", "127.0.0.1", "--port", str(port), "--workers", "1",
-        "--backend-store-uri", f"sqlite:///{root / 'server.db'}",
-        "--default-artifact-root", str(root / "artifacts"),
-    ]  # fmt: skip
-    with open(log_path, "wb") as out:
-        process = subprocess.Popen(command, stdout=out, stderr=subprocess.STDOUT, env=env, cwd=root)
-    try:
-        deadline = time.monotonic() + SERVER_START_TIMEOUT_S
-        while not healthy(uri):
-            if process.poll() is not None or time.monotonic() > deadline:
-                sys.stderr.write(log_path.read_text(errors="replace"))
-                raise RuntimeError(f"mlflow server did not answer {uri}/health (log above)")
-            time.sleep(0.5)
-        yield uri
-    finally:
-        process.send_signal(signal.SIGTERM)  # stops its workers too
-        try:
-            process.wait(timeout=30)
-        except subprocess.TimeoutExpired:
-            process.kill()
-            process.wait()
 
 
 def train_runs(uri: str, journal_dir: Path) -> tuple[str, dict[str, str]]:
@@ -388,7 +338,7 @@ def main(argv: list[str] | None = None) -> int:
     start = time.monotonic()
     with tempfile.TemporaryDirectory(prefix="carbon-screenshots-") as tmp:
         root = Path(tmp)
-        with mlflow_server(root) as uri:
+        with MlflowServer(root) as uri:
             log(f"mlflow server ready at {uri} in {time.monotonic() - start:.1f} s")
             experiment_id, run_ids = train_runs(uri, root / "journal")
             check_logged(uri, run_ids)

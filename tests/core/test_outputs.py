@@ -5,27 +5,8 @@ import pytest
 from carbon_callbacks import Tracker
 from carbon_callbacks.data import load_json
 from carbon_callbacks.equivalents import MAIN_EQUIVALENTS, equivalents
-from carbon_callbacks.outputs import epoch_metrics, final_metrics, run_tags, summary
+from carbon_callbacks.outputs import CONTRACT_TAGS, epoch_metrics, final_metrics, run_tags, summary
 from tests.fakes.clock import FakeClock
-
-TAG_CONTRACT = {
-    "carbon.country",
-    "carbon.region",
-    "carbon.cloud",
-    "carbon.intensity_source",
-    "carbon.pue",
-    "carbon.cpu_model",
-    "carbon.cpu_count",
-    "carbon.cpu_method",
-    "carbon.gpu_model",
-    "carbon.gpu_count",
-    "carbon.gpu_method",
-    "carbon.ram_gb",
-    "carbon.ram_method",
-    "carbon.estimated",
-    "carbon.nodes",
-    "carbon.version",
-}
 
 
 @pytest.fixture
@@ -63,7 +44,7 @@ def test_epoch_metrics_keys_and_values(run: tuple[Tracker, FakeClock]) -> None:
 def test_tags_follow_the_contract(run: tuple[Tracker, FakeClock]) -> None:
     tracker, _ = run
     tags = run_tags(tracker, nodes=2, world_size=4)
-    assert set(tags) >= TAG_CONTRACT
+    assert set(tags) >= set(CONTRACT_TAGS)
     assert all(isinstance(v, str) for v in tags.values())
     assert tags["carbon.cloud"] == "aws:eu-west-3" and tags["carbon.country"] == "FR"
     assert tags["carbon.cpu_method"] == "constant" and tags["carbon.estimated"] == "true"

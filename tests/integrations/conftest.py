@@ -8,17 +8,14 @@ process-global state: tests pass tracking URIs explicitly.
 from __future__ import annotations
 
 import os
-import signal
-import socket
-import subprocess
-import sys
-import time
-import urllib.request
 from collections.abc import Callable, Iterator, Sequence
 from pathlib import Path
 from typing import Any
 
 import pytest
+
+from carbon_callbacks.outputs import CONTRACT_TAGS
+from scripts.mlflow_server import MlflowServer
 
 # Before any framework import: Keras picks its backend at import, HF must never go online.
 os.environ.setdefault("KERAS_BACKEND", "torch")
@@ -33,7 +30,6 @@ os.environ.setdefault("MLFLOW_DISABLE_TELEMETRY", "true")
 os.environ.setdefault("COMET_ERROR_TRACKING_ENABLE", "false")
 
 SERVER_URI_ENV = "CARBON_TEST_MLFLOW_SERVER_URI"
-SERVER_START_TIMEOUT_S = 180.0
 
 # Deterministic sensors: constant 50 W CPU and 10 W RAM, no GPU, a fixed intensity.
 INTENSITY_G_PER_KWH = 100.0
@@ -58,24 +54,6 @@ EQUIVALENT_KEYS = (
     "carbon/equivalent_tv_hours",
     "carbon/equivalent_phone_charges",
 )
-CONTRACT_TAGS = (
-    "carbon.country",
-    "carbon.region",
-    "carbon.cloud",
-    "carbon.intensity_source",
-    "carbon.pue",
-    "carbon.cpu_model",
-    "carbon.cpu_count",
-    "carbon.cpu_method",
-    "carbon.gpu_model",
-    "carbon.gpu_count",
-    "carbon.gpu_method",
-    "carbon.ram_gb",
-    "carbon.ram_method",
-    "carbon.estimated",
-    "carbon.nodes",
-    "carbon.version",
-)
 
 
 @pytest.fixture(scope="session")
@@ -90,20 +68,6 @@ def sqlite_uri(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
         yield uri
 
 
-def _free_port() -> int:
-    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
-
-
-def _healthy(uri: str) -> bool:
-    try:
-        with urllib.request.urlopen(f"{uri}/health", timeout=2) as response:
-            return bool(response.status == 200)
-    except OSError:
-        return False
-
-
 @pytest.fixture(scope="session")
 def mlflow_server_uri(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
     """A real ``mlflow server`` on 127.0.0.1 (``$CARBON_TEST_MLFLOW_SERVER_URI`` if set)."""
@@ -111,35 +75,11 @@ def mlflow_server_uri(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]
     if given:
         yield given.rstrip("/")
         return
-    root = tmp_path_factory.mktemp("mlflow-server")
-    port = _free_port()
-    uri = f"http://127.0.0.1:{port}"
-    log_path = root / "server.log"
-    env = {**os.environ, "MLFLOW_SERVER_ENABLE_JOB_EXECUTION": "false"}
-    env.pop("MLFLOW_TRACKING_URI", None)
-    command = [
-        sys.executable, "-m", "mlflow", "server",
-        "--host", "127.0.0.1", "--port", str(port), "--workers", "1",
-        "--backend-store-uri", f"sqlite:///{root / 'server.db'}",
-        "--default-artifact-root", str(root / "artifacts"),
-    ]  # fmt: skip
-    with open(log_path, "wb") as log:
-        process = subprocess.Popen(command, stdout=log, stderr=subprocess.STDOUT, env=env, cwd=root)
+    server = MlflowServer(tmp_path_factory.mktemp("mlflow-server"))
     try:
-        deadline = time.monotonic() + SERVER_START_TIMEOUT_S
-        while not _healthy(uri):
-            if process.poll() is not None or time.monotonic() > deadline:
-                print(log_path.read_text(errors="replace"), file=sys.stderr)
-                pytest.fail(f"mlflow server did not answer {uri}/health (log above)")
-            time.sleep(0.5)
-        yield uri
+        yield server.start()
     finally:
-        process.send_signal(signal.SIGTERM)  # stops its workers too
-        try:
-            process.wait(timeout=30)
-        except subprocess.TimeoutExpired:
-            process.kill()
-            process.wait()
+        server.stop()
 
 
 def _history(client: Any, run_id: str, key: str) -> list[tuple[int, float]]:

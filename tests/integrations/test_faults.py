@@ -41,9 +41,10 @@ from carbon_callbacks.sensors.estimate import ConstantPowerSensor  # noqa: E402
 from carbon_callbacks.sensors.nvml import open_gpu_sensor  # noqa: E402
 from carbon_callbacks.sync import main as sync_main  # noqa: E402
 from carbon_callbacks.sync import pending  # noqa: E402
+from scripts.mlflow_server import MlflowServer  # noqa: E402
 from tests.fakes.fake_pynvml import FakeGpu, FakeNvml, NVMLError_GpuIsLost  # noqa: E402
 from tests.fakes.powercap import FakePowercap  # noqa: E402
-from tests.integrations.conftest import EPOCH_KEYS, _free_port, _healthy  # noqa: E402
+from tests.integrations.conftest import EPOCH_KEYS  # noqa: E402
 from tests.integrations.test_lightning import TinyModel, make_trainer  # noqa: E402
 
 REPO = Path(__file__).resolve().parents[2]
@@ -68,59 +69,6 @@ def child_env(**extra: str) -> dict[str, str]:
 
 
 # -- the MLflow server killed mid-training ---------------------------------------------------
-
-
-class MlflowServer:
-    """An ``mlflow server`` on a fixed port and database, which the test kills and restarts."""
-
-    def __init__(self, root: Path) -> None:
-        self.root = root
-        self.port = _free_port()
-        self.uri = f"http://127.0.0.1:{self.port}"
-        self.process: subprocess.Popen[bytes] | None = None
-        self.starts = 0
-
-    def start(self) -> None:
-        self.starts += 1
-        log = self.root / f"server-{self.starts}.log"
-        env = {**os.environ, "MLFLOW_SERVER_ENABLE_JOB_EXECUTION": "false"}
-        env.pop("MLFLOW_TRACKING_URI", None)
-        command = [
-            sys.executable, "-m", "mlflow", "server",
-            "--host", "127.0.0.1", "--port", str(self.port), "--workers", "1",
-            "--backend-store-uri", f"sqlite:///{self.root / 'server.db'}",
-            "--default-artifact-root", str(self.root / "artifacts"),
-        ]  # fmt: skip
-        with open(log, "wb") as out:
-            self.process = subprocess.Popen(
-                command, stdout=out, stderr=subprocess.STDOUT, env=env, cwd=self.root,
-                start_new_session=True,  # its own process group: kill() reaches the workers
-            )  # fmt: skip
-        deadline = time.monotonic() + 180
-        while not _healthy(self.uri):
-            if self.process.poll() is not None or time.monotonic() > deadline:
-                print(log.read_text(errors="replace"), file=sys.stderr)
-                pytest.fail(f"mlflow server did not answer {self.uri}/health (log above)")
-            time.sleep(0.3)
-
-    def kill(self) -> None:
-        """SIGKILL the server and its workers: no goodbye, as in a crash or an OOM kill."""
-        assert self.process is not None
-        os.killpg(self.process.pid, signal.SIGKILL)
-        self.process.wait(timeout=30)
-        deadline = time.monotonic() + 30
-        while _healthy(self.uri):  # a worker may take a moment to go
-            assert time.monotonic() < deadline, "the killed server still answers"
-            time.sleep(0.1)
-
-    def stop(self) -> None:
-        if self.process is not None and self.process.poll() is None:
-            os.killpg(self.process.pid, signal.SIGTERM)
-            try:
-                self.process.wait(timeout=30)
-            except subprocess.TimeoutExpired:
-                os.killpg(self.process.pid, signal.SIGKILL)
-                self.process.wait()
 
 
 KILLED_SERVER_CHILD = """

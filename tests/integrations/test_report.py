@@ -16,7 +16,7 @@ from mlflow.tracking import MlflowClient  # noqa: E402
 
 from carbon_callbacks import cli  # noqa: E402
 from carbon_callbacks.report import main, redact  # noqa: E402
-from tests.integrations.conftest import _free_port  # noqa: E402
+from scripts.mlflow_server import free_port  # noqa: E402
 
 INTENSITY = 100.0
 # name -> (watts, epochs, cpu method): emissions order small < medium < big.
@@ -185,7 +185,7 @@ def test_no_tracking_uri_exits_2(
 
 
 def test_a_server_that_is_down_fails_in_seconds(capsys: pytest.CaptureFixture[str]) -> None:
-    uri = f"http://127.0.0.1:{_free_port()}"  # nothing listens there
+    uri = f"http://127.0.0.1:{free_port()}"  # nothing listens there
     started = time.monotonic()
     code, _, err = run_report(capsys, "--tracking-uri", uri, "--experiment", "e")
     assert code == 1 and f"cannot reach the MLflow server at {uri}" in err
