@@ -66,6 +66,29 @@ def make_session(
     return CarbonSession(tracker, check_sinks(sinks), summary=summary)
 
 
+class SessionCallback:
+    """What the three `CarbonCallback` classes share: their arguments and their session.
+
+    Listed before the framework's callback class, so ``super().__init__()`` reaches it.
+    """
+
+    def __init__(
+        self,
+        *,
+        tracker: Tracker | None = None,
+        sinks: SinksArg = "auto",
+        summary: bool = True,
+        **tracker_kwargs: Any,
+    ) -> None:
+        super().__init__()
+        self._auto = sinks == "auto"
+        self.session: CarbonSession = make_session(tracker, tracker_kwargs, sinks, summary=summary)
+
+    @property
+    def tracker(self) -> Tracker:
+        return self.session.tracker
+
+
 def check_sinks(sinks: SinksArg) -> list[Sink]:
     """Validate `sinks`: ``"auto"`` (found at train start), None (none) or a list of sinks."""
     if sinks is None:

@@ -5,11 +5,10 @@ from __future__ import annotations
 from typing import TYPE_CHECKING, Any
 
 from carbon_callbacks.integrations import (
-    SinksArg,
+    SessionCallback,
     active_sinks,
     find_sinks_safely,
     install_hint,
-    make_session,
     report_found,
 )
 
@@ -20,8 +19,6 @@ except ImportError as exc:  # pragma: no cover - depends on the environment
 
 if TYPE_CHECKING:
     from carbon_callbacks.delivery import Sink
-    from carbon_callbacks.session import CarbonSession
-    from carbon_callbacks.tracker import Tracker
 
 __all__ = ["CarbonCallback", "LOG_KEYS"]
 
@@ -29,7 +26,7 @@ __all__ = ["CarbonCallback", "LOG_KEYS"]
 LOG_KEYS = ("carbon/epoch_energy_kwh", "carbon/epoch_emissions_kg")
 
 
-class CarbonCallback(keras.callbacks.Callback):  # type: ignore[misc]
+class CarbonCallback(SessionCallback, keras.callbacks.Callback):  # type: ignore[misc]
     """Measure each epoch's energy and CO2; log it to the active MLflow run and to `History`.
 
     The tracker starts at ``on_train_begin``, takes a lap at each ``on_epoch_end`` (after
@@ -54,22 +51,6 @@ class CarbonCallback(keras.callbacks.Callback):  # type: ignore[misc]
         ...     history = model.fit(x, y, epochs=3, callbacks=[CarbonCallback(country="FR")])
         >>> history.history["carbon/epoch_energy_kwh"]
     """
-
-    def __init__(
-        self,
-        *,
-        tracker: Tracker | None = None,
-        sinks: SinksArg = "auto",
-        summary: bool = True,
-        **tracker_kwargs: Any,
-    ) -> None:
-        super().__init__()
-        self._auto = sinks == "auto"
-        self.session: CarbonSession = make_session(tracker, tracker_kwargs, sinks, summary=summary)
-
-    @property
-    def tracker(self) -> Tracker:
-        return self.session.tracker
 
     def on_train_begin(self, logs: dict[str, Any] | None = None) -> None:
         sinks = None

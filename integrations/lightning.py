@@ -10,11 +10,10 @@ from typing import TYPE_CHECKING, Any
 
 from carbon_callbacks.distributed import apply_roles, roles_from_lightning
 from carbon_callbacks.integrations import (
-    SinksArg,
+    SessionCallback,
     comet_sink,
     find_sinks_safely,
     install_hint,
-    make_session,
     mlflow_sink,
     report_found,
 )
@@ -29,13 +28,11 @@ except ImportError:  # pragma: no cover - depends on the environment
 
 if TYPE_CHECKING:
     from carbon_callbacks.delivery import Sink
-    from carbon_callbacks.session import CarbonSession
-    from carbon_callbacks.tracker import Tracker
 
 __all__ = ["CarbonCallback"]
 
 
-class CarbonCallback(Callback):
+class CarbonCallback(SessionCallback, Callback):
     """Measure each training epoch's energy and CO2 and log it to the trainer's MLflow run.
 
     The tracker starts when training starts (after the sanity check), takes a lap at each
@@ -64,22 +61,6 @@ class CarbonCallback(Callback):
         ...     callbacks=[CarbonCallback(country="FR")],
         ... )
     """
-
-    def __init__(
-        self,
-        *,
-        tracker: Tracker | None = None,
-        sinks: SinksArg = "auto",
-        summary: bool = True,
-        **tracker_kwargs: Any,
-    ) -> None:
-        super().__init__()
-        self._auto = sinks == "auto"
-        self.session: CarbonSession = make_session(tracker, tracker_kwargs, sinks, summary=summary)
-
-    @property
-    def tracker(self) -> Tracker:
-        return self.session.tracker
 
     def on_train_start(self, trainer: Any, pl_module: Any) -> None:
         # The roles and the process group exist only now (the callback may have been built

@@ -7,11 +7,10 @@ from typing import TYPE_CHECKING, Any
 
 from carbon_callbacks.distributed import apply_roles, roles_from_transformers
 from carbon_callbacks.integrations import (
-    SinksArg,
+    SessionCallback,
     active_sinks,
     find_sinks_safely,
     install_hint,
-    make_session,
     report_found,
 )
 
@@ -22,13 +21,11 @@ except ImportError as exc:  # pragma: no cover - depends on the environment
 
 if TYPE_CHECKING:
     from carbon_callbacks.delivery import Sink
-    from carbon_callbacks.session import CarbonSession
-    from carbon_callbacks.tracker import Tracker
 
 __all__ = ["CarbonCallback"]
 
 
-class CarbonCallback(TrainerCallback):
+class CarbonCallback(SessionCallback, TrainerCallback):
     """Measure each training epoch's energy and CO2 and log it to the Trainer's MLflow run.
 
     The tracker starts at ``on_train_begin``, takes a lap at each ``on_epoch_end`` (step =
@@ -54,21 +51,6 @@ class CarbonCallback(TrainerCallback):
         >>> trainer = Trainer(model, args, train_dataset=ds,
         ...                   callbacks=[CarbonCallback(country="FR")])
     """
-
-    def __init__(
-        self,
-        *,
-        tracker: Tracker | None = None,
-        sinks: SinksArg = "auto",
-        summary: bool = True,
-        **tracker_kwargs: Any,
-    ) -> None:
-        self._auto = sinks == "auto"
-        self.session: CarbonSession = make_session(tracker, tracker_kwargs, sinks, summary=summary)
-
-    @property
-    def tracker(self) -> Tracker:
-        return self.session.tracker
 
     def on_train_begin(self, args: Any, state: Any, control: Any, **kwargs: Any) -> None:
         # One process driving several GPUs (DataParallel) uses all it sees: keep them.
