@@ -38,6 +38,11 @@ FLUSH_TIMEOUT_ENV = "CARBON_CALLBACKS_FLUSH_TIMEOUT_S"
 DEFAULT_FLUSH_TIMEOUT_S = 30.0
 DEFAULT_QUEUE_SIZE = 1000
 DEFAULT_MIN_INTERVAL_S = 1.0
+# The worker's CPU time spent sending, as a share of the time between the starts of two
+# requests, at most (a client's work holds the GIL the training loop needs): a request that
+# took 10 ms of CPU is followed by the next one 5 s later at the earliest.
+MAX_CPU_SHARE = 0.002
+MAX_SEND_INTERVAL_S = 30.0  # ... but never more than this apart (unless retrying)
 DEFAULT_MAX_RETRIES = 5
 DEFAULT_BACKOFF_S = 1.0
 MAX_BACKOFF_S = 30.0
@@ -200,9 +205,14 @@ class BackgroundSink:
         queue_size: records held at most while the worker is busy; more are counted and
             recorded as dropped, never waited for.
         errors: where run-time failures go (the session passes the tracker's `ErrorLog`).
-        min_interval_s: seconds between two requests at least: records made meanwhile go
-            together in the next one (a tracking client's work holds the GIL, so fewer,
-            larger requests cost the training loop less). `flush` sends at once.
+        min_interval_s: seconds between two requests at least, and from the first record to
+            the first request (so a run's tags go with its first metrics): records made
+            meanwhile go together in the next request. The gap also grows with what a request
+            costs: a tracking client's work holds the GIL the training loop needs, so after a
+            request that took ``c`` seconds of CPU the next one starts ``c / MAX_CPU_SHARE``
+            (500 c) seconds later at the earliest, at most `MAX_SEND_INTERVAL_S` (30 s).
+            Short epochs then cost a few large requests instead of one small request each.
+            `flush` and `close` send at once.
         max_retries: retries of a failed send before its records count as failed.
         backoff_s: the first retry's delay in seconds (doubled at each retry).
 
@@ -249,7 +259,7 @@ class BackgroundSink:
         self._cond = threading.Condition()
         self._closed = False
         self._flushing = 0
-        self._last_send = -math.inf
+        self._next_send = -math.inf  # the earliest start of the next request (pacing)
         self._attempt = 0  # failed tries of the batch at the head of the queue
         self._retry_at = -math.inf
         self._thread: threading.Thread | None = None
@@ -373,31 +383,36 @@ class BackgroundSink:
                 self._closed = True
                 self._cond.notify_all()
             return
+        with self._cond:
+            self._next_send = time.monotonic() + self.min_interval_s
         while True:
             with self._cond:
                 while not self._queue and not self._closed:
                     self._cond.wait()
                 if not self._queue:
                     return
-                # Coalesce (at most one request per `min_interval_s`, unless someone waits
-                # or the sink closes) and back off after a failure (always).
+                # Coalesce (pacing, unless someone waits or the sink closes) and back off
+                # after a failure (always).
                 while True:
                     ready_at = self._retry_at
                     if not (self._closed or self._flushing):
-                        ready_at = max(ready_at, self._last_send + self.min_interval_s)
+                        ready_at = max(ready_at, self._next_send)
                     left = ready_at - time.monotonic()
                     if left <= 0:
                         break
                     self._cond.wait(left)
-                self._last_send = time.monotonic()
                 batch = [self._queue.popleft() for _ in range(min(_MAX_BATCH, len(self._queue)))]
                 self._sending = batch
+            began, cpu = time.monotonic(), time.thread_time()
             refused: list[bool] = []
             ok = self._safe(functools.partial(self._send, batch), "send", refused)
+            paced = min((time.thread_time() - cpu) / MAX_CPU_SHARE, MAX_SEND_INTERVAL_S)
+            gap = max(self.min_interval_s, paced)
             if ok:
                 self._mark(batch)
             with self._cond:
                 self._sending = []
+                self._next_send = began + gap
                 if ok:
                     self.delivered += len(batch)
                     self._attempt, self._retry_at = 0, -math.inf

@@ -71,7 +71,8 @@ class CometSink(BackgroundSink):
             ``comet_ml.get_running_experiment()``).
         queue_size: records held at most while the worker is busy.
         errors: where run-time failures go (the session passes the tracker's).
-        min_interval_s: seconds between two deliveries at least.
+        min_interval_s: seconds between two deliveries at least (more after a costly one:
+            see `BackgroundSink`).
         max_retries, backoff_s: retries of a failed delivery and the first delay (s).
 
     Raises:

@@ -61,8 +61,9 @@ class MlflowSink(BackgroundSink):
             elsewhere does not redirect this sink.
         queue_size: records held at most while a request is in flight.
         errors: where run-time failures go (the session passes the tracker's).
-        min_interval_s: seconds between two requests at least; the records made meanwhile
-            go together in one ``log_batch``.
+        min_interval_s: seconds between two requests at least (more after a costly one:
+            see `BackgroundSink`); the records made meanwhile go together in one
+            ``log_batch``.
         max_retries, backoff_s: a failed ``log_batch`` is retried after `backoff_s`,
             then twice that, ... (`max_retries` times); then it waits in the journal.
 

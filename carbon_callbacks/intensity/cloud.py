@@ -6,6 +6,8 @@ value of its state or province when we have one, else its country's.
 
 from __future__ import annotations
 
+import functools
+
 from carbon_callbacks.intensity import _tables
 from carbon_callbacks.intensity._model import CloudRegion, Intensity
 from carbon_callbacks.intensity._suggest import close_matches, listing
@@ -114,8 +116,13 @@ def cloud_regions(provider: str | None = None) -> list[CloudRegion]:
         True
     """
     wanted = None if provider is None else normalize_provider(provider)
-    table = _tables.clouds()
-    return [
+    return [r for r in _all_cloud_regions() if wanted is None or r.provider == wanted]
+
+
+@functools.cache
+def _all_cloud_regions() -> tuple[CloudRegion, ...]:
+    """The bundled regions, built once (frozen: the end-of-training advice reads them)."""
+    return tuple(
         CloudRegion(
             provider=row["provider"],
             region=row["region"],
@@ -124,9 +131,8 @@ def cloud_regions(provider: str | None = None) -> list[CloudRegion]:
             subdivision=row["subdivision"],
             intensity=cloud_intensity(key),
         )
-        for key, row in sorted(table.items())
-        if wanted is None or row["provider"] == wanted
-    ]
+        for key, row in sorted(_tables.clouds().items())
+    )
 
 
 def _region_part(text: str) -> str:

@@ -6,14 +6,14 @@ import threading
 import time
 from collections.abc import Sequence
 
-from carbon_callbacks.delivery import BackgroundSink, Record
+from carbon_callbacks.delivery import MAX_CPU_SHARE, BackgroundSink, Record
 
 
 class StuckSink(BackgroundSink):
     """Every send blocks until released (a server that does not answer)."""
 
     def __init__(self, queue_size: int) -> None:
-        super().__init__("run-1", name="stuck", queue_size=queue_size)
+        super().__init__("run-1", name="stuck", queue_size=queue_size, min_interval_s=0)
         self.release = threading.Event()
         self.sent: list[Record] = []
 
@@ -41,3 +41,43 @@ def test_a_stuck_sink_neither_blocks_nor_loses_track_of_records() -> None:
     sink.release.set()
     sink.close()
     assert [r.kind for r in sink.sent] == ["tags", "metrics", "metrics"]
+
+
+class CostlySink(BackgroundSink):
+    """Each request burns `cpu_s` of CPU on the worker (a tracking client's own work)."""
+
+    def __init__(self, cpu_s: float, min_interval_s: float) -> None:
+        super().__init__("run-1", name="costly", min_interval_s=min_interval_s)
+        self.cpu_s = cpu_s
+        self.requests: list[list[Record]] = []
+
+    def _send(self, records: Sequence[Record]) -> None:
+        began = time.thread_time()
+        while time.thread_time() - began < self.cpu_s:
+            pass
+        self.requests.append(list(records))
+
+
+def test_the_first_request_waits_min_interval_so_tags_go_with_the_first_metrics() -> None:
+    sink = CostlySink(cpu_s=0.0, min_interval_s=0.5)
+    sink.log_tags({"carbon.country": "FR"})
+    sink.log_metrics({"carbon/epoch_energy_kwh": 0.1}, step=0)
+    time.sleep(0.1)
+    assert sink.requests == []  # held for min_interval_s
+    assert sink.flush(5.0) is True  # a flush sends at once
+    assert [[r.kind for r in req] for req in sink.requests] == [["tags", "metrics"]]
+    sink.close()
+
+
+def test_requests_are_spaced_by_their_cpu_cost_so_short_epochs_cost_few_requests() -> None:
+    # 5 ms of CPU a request: the next one waits 5 ms / MAX_CPU_SHARE = 2.5 s (min_interval 0).
+    sink = CostlySink(cpu_s=0.005, min_interval_s=0.0)
+    assert 0.005 / MAX_CPU_SHARE >= 2.5
+    for epoch in range(50):  # "epochs" of 10 ms: 0.5 s in all
+        sink.log_metrics({"carbon/epoch_energy_kwh": 0.1}, step=epoch)
+        time.sleep(0.01)
+    assert len(sink.requests) == 1  # the first record went at once, the rest wait
+    assert sink.flush(5.0) is True
+    assert len(sink.requests) == 2
+    assert [r.step for req in sink.requests for r in req] == list(range(50))  # in order
+    sink.close()
