@@ -14,6 +14,7 @@ import lightning.pytorch as pl  # noqa: E402
 import torch  # noqa: E402
 from lightning.pytorch.callbacks import ModelCheckpoint  # noqa: E402
 from lightning.pytorch.loggers import MLFlowLogger  # noqa: E402
+from lightning.pytorch.profilers import SimpleProfiler  # noqa: E402
 from mlflow.tracking import MlflowClient  # noqa: E402
 from torch.utils.data import DataLoader, TensorDataset  # noqa: E402
 
@@ -152,3 +153,41 @@ def test_exception_logs_the_partial_epoch(
     totals = client.get_metric_history(logger.run_id, "carbon/energy_kwh")
     assert max(m.step for m in totals) == 3
     assert client.get_run(logger.run_id).info.status == "FAILED"
+
+
+def test_no_per_batch_dispatch_to_the_callback(
+    tmp_path: Path, tracker_kwargs: dict[str, Any]
+) -> None:
+    # Lightning's profiler records every hook it dispatches to a callback: ours gets the
+    # run- and epoch-level ones only, never one per batch (with validation batches too).
+    class WithValidation(TinyModel):
+        def validation_step(self, batch: Any, batch_idx: int) -> None:
+            self.log("val_loss", torch.nn.functional.mse_loss(self.layer(batch[0]), batch[1]))
+
+        def val_dataloader(self) -> DataLoader[Any]:
+            return self.train_dataloader()
+
+    profiler = SimpleProfiler()
+    callback = CarbonCallback(**tracker_kwargs, sinks=None, summary=False)
+    trainer = pl.Trainer(
+        max_epochs=2,
+        accelerator="cpu",
+        devices=1,
+        logger=False,
+        callbacks=[callback],
+        enable_progress_bar=False,
+        enable_model_summary=False,
+        enable_checkpointing=False,
+        default_root_dir=tmp_path,
+        profiler=profiler,
+    )
+    trainer.fit(WithValidation())
+    ours = {
+        action.rpartition(".")[2]: len(durations)
+        for action, durations in profiler.recorded_durations.items()
+        if action.startswith(f"[Callback]{callback.state_key}.")
+    }
+    assert ours["on_train_epoch_end"] == 2 and ours["on_train_start"] == 1
+    assert not [hook for hook in ours if "batch" in hook or "backward" in hook], ours
+    assert not {"on_before_optimizer_step", "on_before_zero_grad"} & set(ours)
+    assert callback.session.totals is not None and callback.tracker.lap_count == 3
