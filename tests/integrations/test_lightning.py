@@ -55,7 +55,9 @@ class TinyModel(pl.LightningModule):
         return DataLoader(TensorDataset(x, x.sum(dim=1, keepdim=True)), batch_size=16)
 
 
-def make_trainer(tmp_path: Path, logger: MLFlowLogger, callbacks: list[Any], epochs: int) -> Any:
+def make_trainer(
+    tmp_path: Path, logger: MLFlowLogger | bool, callbacks: list[Any], epochs: int, **extra: Any
+) -> Any:
     return pl.Trainer(
         max_epochs=epochs,
         accelerator="cpu",
@@ -67,6 +69,7 @@ def make_trainer(tmp_path: Path, logger: MLFlowLogger, callbacks: list[Any], epo
         enable_checkpointing=any(isinstance(c, ModelCheckpoint) for c in callbacks),
         default_root_dir=tmp_path,
         log_every_n_steps=1,
+        **extra,
     )
 
 
@@ -169,19 +172,7 @@ def test_no_per_batch_dispatch_to_the_callback(
 
     profiler = SimpleProfiler()
     callback = CarbonCallback(**tracker_kwargs, sinks=None, summary=False)
-    trainer = pl.Trainer(
-        max_epochs=2,
-        accelerator="cpu",
-        devices=1,
-        logger=False,
-        callbacks=[callback],
-        enable_progress_bar=False,
-        enable_model_summary=False,
-        enable_checkpointing=False,
-        default_root_dir=tmp_path,
-        profiler=profiler,
-    )
-    trainer.fit(WithValidation())
+    make_trainer(tmp_path, False, [callback], 2, profiler=profiler).fit(WithValidation())
     ours = {
         action.rpartition(".")[2]: len(durations)
         for action, durations in profiler.recorded_durations.items()
