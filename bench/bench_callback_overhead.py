@@ -121,6 +121,23 @@ class Clock:
 
 HOOKS = Clock()  # callback hooks, on the training thread
 WORKER = Clock()  # sink thread CPU
+SERVER: list[Callable[[], float]] = []  # CPU seconds of the MLflow server so far, when one runs
+
+
+def process_tree_cpu(pid: int) -> Callable[[], float]:
+    """CPU seconds (user + system) used so far by process `pid` and its children."""
+    import psutil
+
+    def cpu() -> float:
+        root = psutil.Process(pid)
+        total = 0.0
+        for process in (root, *root.children(recursive=True)):
+            with contextlib.suppress(psutil.NoSuchProcess):  # a worker that just went
+                times = process.cpu_times()
+                total += times.user + times.system
+        return total
+
+    return cpu
 
 
 def interleave(variants: dict[str, Callable[[], None]], rounds: int) -> Result:
@@ -128,12 +145,14 @@ def interleave(variants: dict[str, Callable[[], None]], rounds: int) -> Result:
     for name in names:  # warm-up round, not counted
         with contextlib.redirect_stdout(io.StringIO()):
             variants[name]()
-    times: Result = {key: [] for name in names for key in (name, f"{name}:hooks", f"{name}:cpu")}
+    keys = ("", ":hooks", ":cpu", ":server")
+    times: Result = {f"{name}{key}": [] for name in names for key in keys}
     for r in range(rounds):
         order = names[r % len(names) :] + names[: r % len(names)]
         for name in order:
             HOOKS.seconds = WORKER.seconds = 0.0
             gc.collect()
+            server = SERVER[0]() if SERVER else 0.0
             with contextlib.redirect_stdout(io.StringIO()):  # HF prints a dict per run
                 began = time.perf_counter()
                 variants[name]()
@@ -141,10 +160,13 @@ def interleave(variants: dict[str, Callable[[], None]], rounds: int) -> Result:
             times[name].append(wall)
             times[f"{name}:hooks"].append(HOOKS.seconds / wall)
             times[f"{name}:cpu"].append(WORKER.seconds / wall)
+            times[f"{name}:server"].append(((SERVER[0]() - server) if SERVER else 0.0) / wall)
     return times
 
 
-def lightning_variants(root: Path, epochs: int, batches: int) -> dict[str, Callable[[], None]]:
+def lightning_variants(
+    root: Path, epochs: int, batches: int, uri: str
+) -> dict[str, Callable[[], None]]:
     import lightning.pytorch as pl
     import torch
     from lightning.pytorch.loggers import MLFlowLogger
@@ -159,7 +181,6 @@ def lightning_variants(root: Path, epochs: int, batches: int) -> dict[str, Calla
     # are not counted twice.
     flushing = WORKER.mark(MlflowSink, "flush")
     WORKER.wrap(MlflowSink, ("_open", "_send"), cpu=True, unless=flushing)
-    uri = f"sqlite:///{root / 'bench.db'}"
     gen = torch.Generator().manual_seed(0)
     x = torch.randn(32 * batches, 32, generator=gen)
     loader = DataLoader(TensorDataset(x, x.sum(dim=1, keepdim=True)), batch_size=32)
@@ -205,7 +226,9 @@ def lightning_variants(root: Path, epochs: int, batches: int) -> dict[str, Calla
     }
 
 
-def transformers_variants(root: Path, epochs: int, batches: int) -> dict[str, Callable[[], None]]:
+def transformers_variants(
+    root: Path, epochs: int, batches: int, uri: str
+) -> dict[str, Callable[[], None]]:
     import mlflow  # noqa: F401  (before transformers: see carbon_callbacks.demo)
     import torch
     from transformers import BertConfig, BertForSequenceClassification, Trainer, TrainingArguments
@@ -270,9 +293,10 @@ def median_interval(values: list[float], draws: int = 2000) -> tuple[float, floa
     return medians[int(0.025 * draws)], medians[int(0.975 * draws) - 1]
 
 
-def table(framework: str, times: Result) -> list[str]:
+def table(framework: str, times: Result, server: bool) -> list[str]:
     names = [name for name in times if ":" not in name]
     base = times[names[0]]
+    base_server = statistics.median(times[f"{names[0]}:server"])
     rows = []
     for name in names:
         ratios = [t / b for t, b in zip(times[name], base, strict=True)]
@@ -284,12 +308,17 @@ def table(framework: str, times: Result) -> list[str]:
         # speed changes cancel out of it.
         bound = 1 / (1 - hooks - cpu)
         fastest = min(times[name]) / min(base)
-        rows.append(
+        row = (
             f"| {framework} | {name} | {statistics.median(times[name]):.3f} | "
             f"{statistics.median(ratios):.4f} | {low:.4f}-{high:.4f} | {fastest:.4f} | "
             f"{min(ratios):.3f}-{max(ratios):.3f} | {hooks * 100:.2f} % | {cpu * 100:.2f} % | "
             f"{bound:.4f} |"
         )
+        if server:
+            # The server's extra work for this variant, as if it ran on the training's CPU.
+            extra = statistics.median(times[f"{name}:server"]) - base_server
+            row += f" {extra * 100:.2f} % | {1 / (1 - hooks - cpu - extra):.4f} |"
+        rows.append(row)
     return rows
 
 
@@ -302,6 +331,13 @@ def main(argv: list[str] | None = None) -> int:
     )
     parser.add_argument("--only", choices=("lightning", "transformers"), default=None)
     parser.add_argument(
+        "--store",
+        choices=("sqlite", "server"),
+        default="sqlite",
+        help="Lightning's MLflow store: a sqlite file, or an 'mlflow server' on 127.0.0.1 "
+        "(sqlite behind it) whose CPU is measured too",
+    )
+    parser.add_argument(
         "--threads", type=int, default=1, help="torch threads (1: steadier timings; default)"
     )
     args = parser.parse_args(argv)
@@ -310,23 +346,36 @@ def main(argv: list[str] | None = None) -> int:
     torch.set_num_threads(args.threads)
     logging.disable(logging.WARNING)  # framework chatter; the table is the output
     refused = guard_network()
+    server = args.store == "server"
     rows = [
         "| framework | variant | median wall s | median ratio to baseline "
         "| 95 % interval of the median | ratio of the fastest runs | ratio range "
-        "| in callback hooks | sink thread CPU | accounted ratio, at most |",
-        "|---|---|---|---|---|---|---|---|---|---|",
-    ]
-    with tempfile.TemporaryDirectory() as tmp:
+        "| in callback hooks | sink thread CPU | accounted ratio, at most |"
+        + (" server CPU beyond the baseline's | accounted ratio with the server's CPU |"
+           if server else ""),
+        "|---|---|---|---|---|---|---|---|---|---|" + ("---|---|" if server else ""),
+    ]  # fmt: skip
+    with tempfile.TemporaryDirectory() as tmp, contextlib.ExitStack() as stack:
         root = Path(tmp)
         os.environ["CARBON_CALLBACKS_OUTPUT_DIR"] = str(root / "journal")
+        uri = f"sqlite:///{root / 'bench.db'}"
+        if server:
+            sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+            from scripts.mlflow_server import MlflowServer
+
+            (root / "server").mkdir()
+            mlflow_server = MlflowServer(root / "server")
+            uri = stack.enter_context(mlflow_server)
+            assert mlflow_server.process is not None
+            SERVER.append(process_tree_cpu(mlflow_server.process.pid))
         builders = {"lightning": lightning_variants, "transformers": transformers_variants}
         for framework, build in builders.items():
             if args.only in (None, framework):
-                variants = build(root, args.epochs, args.batches)
-                rows += table(framework, interleave(variants, args.rounds))
+                variants = build(root, args.epochs, args.batches, uri)
+                rows += table(framework, interleave(variants, args.rounds), server)
     print(
         f"\n{args.epochs} epochs of {args.batches} batches per run, {args.rounds} interleaved "
-        "rounds after a warm-up; "
+        f"rounds after a warm-up; MLflow store: {args.store}; "
         f"{os.cpu_count()} CPUs, torch threads {args.threads}, Python {sys.version.split()[0]}"
     )
     print("\n".join(rows))

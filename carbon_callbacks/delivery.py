@@ -359,7 +359,11 @@ class BackgroundSink:
                 return
             self._queue.append(record)
             self._ensure_thread()
-            self._cond.notify_all()
+            if len(self._queue) == 1:
+                # Only a worker waiting on an empty queue needs waking: a paced or busy one
+                # takes the record with the others, and waking it per epoch costs the
+                # training thread a GIL hand-over each time.
+                self._cond.notify_all()
 
     def _drop(self, record: Record, why: str) -> None:
         # Called with self._cond held.

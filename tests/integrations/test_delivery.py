@@ -81,3 +81,31 @@ def test_requests_are_spaced_by_their_cpu_cost_so_short_epochs_cost_few_requests
     assert len(sink.requests) == 2
     assert [r.step for req in sink.requests for r in req] == list(range(50))  # in order
     sink.close()
+
+
+class CountingCondition(threading.Condition):
+    def __init__(self) -> None:
+        super().__init__()
+        self.notified = 0
+
+    def notify_all(self) -> None:
+        self.notified += 1
+        super().notify_all()
+
+
+def test_a_record_wakes_the_worker_only_when_the_queue_was_empty() -> None:
+    # A paced worker takes new records with the others: waking it for each one would cost the
+    # training thread a GIL hand-over per epoch for nothing.
+    sink = CostlySink(cpu_s=0.0, min_interval_s=60.0)
+    sink._cond = cond = CountingCondition()
+    for epoch in range(5):
+        sink.log_metrics({"carbon/epoch_energy_kwh": 0.1}, step=epoch)
+    assert cond.notified == 1  # the first record, to an empty queue
+    assert sink.flush(5.0) is True
+    assert [r.step for req in sink.requests for r in req] == [0, 1, 2, 3, 4]
+    before = cond.notified
+    sink.log_metrics({"carbon/epoch_energy_kwh": 0.1}, step=5)  # the queue is empty again
+    assert cond.notified == before + 1
+    assert sink.flush(5.0) is True
+    assert [r.step for r in sink.requests[-1]] == [5]
+    sink.close()
