@@ -121,16 +121,26 @@ def local_gpu_ids(local_rank: int, env: Mapping[str, str] | None = None) -> list
     return [entries[local_rank]]
 
 
-def torch_reducer() -> Reducer | None:
-    """An all-reduce (sum) over torch's default process group, or None when torch is not in
-    use or no group is initialised. NCCL needs the tensor on this rank's GPU; gloo takes CPU
-    tensors. float64 keeps joules exact to well below a microjoule over a long run."""
+def _torch_in_group() -> Any:
+    """The imported ``torch`` when its default process group is initialised with two or more
+    processes; None otherwise (torch not in use, no group, or a group of one)."""
     torch = sys.modules.get("torch")
     if torch is None:
         return None
     dist = torch.distributed
     if not (dist.is_available() and dist.is_initialized()) or dist.get_world_size() < 2:
         return None
+    return torch
+
+
+def torch_reducer() -> Reducer | None:
+    """An all-reduce (sum) over torch's default process group, or None when torch is not in
+    use or no group is initialised. NCCL needs the tensor on this rank's GPU; gloo takes CPU
+    tensors. float64 keeps joules exact to well below a microjoule over a long run."""
+    torch = _torch_in_group()
+    if torch is None:
+        return None
+    dist = torch.distributed
     if dist.get_backend() == "nccl":
         device = torch.device("cuda", torch.cuda.current_device())
     else:
@@ -165,12 +175,10 @@ def taken_by_lower_ranks(
 def torch_taken_gpus() -> TakenGpus | None:
     """`TakenGpus` over torch's default process group (``all_gather_object``), or None when
     torch is not in use or no group of two or more processes is initialised."""
-    torch = sys.modules.get("torch")
+    torch = _torch_in_group()
     if torch is None:
         return None
     dist = torch.distributed
-    if not (dist.is_available() and dist.is_initialized()) or dist.get_world_size() < 2:
-        return None
 
     def taken(uuids: Sequence[str]) -> set[str]:
         everyone: list[Any] = [None] * dist.get_world_size()
