@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import logging
 import os
+import socket
 import sys
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
@@ -33,6 +34,10 @@ Reducer = Callable[[list[float]], list[float]]
 
 TakenGpus = Callable[[Sequence[str]], set[str]]
 """Given this rank's GPU UUIDs, the ones a lower rank counts already (a collective)."""
+
+NodeCpus = Callable[[frozenset[int] | None], frozenset[int] | None]
+"""Given the CPUs this rank may run on (None: all), those of every rank of the run on this
+node (None: all of the machine's): the CPUs local rank 0 counts (a collective)."""
 
 
 @dataclass(frozen=True)
@@ -188,6 +193,39 @@ def torch_taken_gpus() -> TakenGpus | None:
     return taken
 
 
+def cpus_of_node(
+    host: str, everyone: Sequence[tuple[str, Sequence[int] | None] | None]
+) -> frozenset[int] | None:
+    """The union of the CPU sets of the ranks on `host` (`everyone`: ``(host, cpus)`` by
+    rank); None when one of them may run on every CPU."""
+    union: set[int] = set()
+    for entry in everyone:
+        if entry is None or entry[0] != host:
+            continue
+        if entry[1] is None:
+            return None
+        union.update(entry[1])
+    return frozenset(union) or None
+
+
+def torch_node_cpus() -> NodeCpus | None:
+    """`NodeCpus` over torch's default process group (``all_gather_object`` of host names and
+    CPU affinities), or None when torch is not in use or no group of two or more processes is
+    initialised."""
+    torch = _torch_in_group()
+    if torch is None:
+        return None
+    dist = torch.distributed
+
+    def node_cpus(cpus: frozenset[int] | None) -> frozenset[int] | None:
+        host = socket.gethostname()
+        everyone: list[Any] = [None] * dist.get_world_size()
+        dist.all_gather_object(everyone, (host, None if cpus is None else sorted(cpus)))
+        return cpus_of_node(host, everyone)
+
+    return node_cpus
+
+
 def roles_from_lightning(trainer: Any) -> Roles:
     """Roles from a Lightning ``Trainer`` (``global_rank``, ``local_rank``, ``world_size``,
     ``num_devices`` per node, ``node_rank``); valid once the strategy is set up."""
@@ -254,7 +292,8 @@ def apply_roles(tracker: Tracker, roles: Roles, *, device: Any = None) -> None:
     of `device`, the torch device this process trains on (see `gpu_ids_for_device`; None
     keeps the tracker's selection), synchronised before each lap when CUDA is in use. What
     the user passed to the `Tracker` wins (``gpu_ids=``, ``count_*=False``, ``sensors=``,
-    forced watts).
+    forced watts). A CPU estimate on local rank 0 covers the CPUs of all the run's processes
+    on its node (their affinities, gathered).
 
     Never raises (it runs inside a training hook): a problem is recorded in
     ``tracker.errors`` and measuring goes on.
@@ -263,6 +302,7 @@ def apply_roles(tracker: Tracker, roles: Roles, *, device: Any = None) -> None:
         gpu_ids = gpu_ids_for_device(device)
         reducer: Reducer | None = None
         taken: TakenGpus | None = None
+        node_cpus: NodeCpus | None = None
         if roles.distributed:
             reducer = torch_reducer()
             if reducer is None:
@@ -273,6 +313,7 @@ def apply_roles(tracker: Tracker, roles: Roles, *, device: Any = None) -> None:
                 )
             else:
                 taken = torch_taken_gpus()
+                node_cpus = torch_node_cpus()
         logger.debug("carbon-callbacks: %s, GPUs %s, summed: %s", roles, gpu_ids, bool(reducer))
         tracker.distribute(
             count_cpu=roles.is_local_zero,
@@ -281,6 +322,7 @@ def apply_roles(tracker: Tracker, roles: Roles, *, device: Any = None) -> None:
             reducer=reducer,
             sync=cuda_synchronizer(),
             taken_gpus=taken,
+            node_cpus=node_cpus,
         )
     except Exception as exc:  # the run-time boundary: never raise into training
         tracker.errors.record(

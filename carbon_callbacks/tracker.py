@@ -12,7 +12,7 @@ from pathlib import Path
 from types import TracebackType
 from typing import Any
 
-from carbon_callbacks.distributed import Reducer, TakenGpus
+from carbon_callbacks.distributed import NodeCpus, Reducer, TakenGpus
 from carbon_callbacks.errors import (
     CarbonWarning,
     ErrorLog,
@@ -191,6 +191,7 @@ class Tracker:
         reducer: Reducer | None = None,
         sync: Callable[[], None] | None = None,
         taken_gpus: TakenGpus | None = None,
+        node_cpus: NodeCpus | None = None,
     ) -> None:
         """Apply this process's role in a (distributed) run; call before `start()`.
 
@@ -212,6 +213,9 @@ class Tracker:
             taken_gpus: a collective (every rank calls it here, once) giving, of this
                 process's GPU UUIDs, those a lower rank measures too; they are dropped here,
                 so two ranks on slices of one GPU count it once.
+            node_cpus: a collective (every rank calls it here, once) giving the CPUs of all
+                the run's processes on this node; a CPU estimate counted here covers them,
+                not only this process's own.
 
         Raises:
             RuntimeError: the tracker is running.
@@ -239,6 +243,8 @@ class Tracker:
                 self._redetect("gpu", self._gpu_ids_used)
         if taken_gpus is not None:
             self._drop_taken_gpus(taken_gpus)
+        if node_cpus is not None:
+            self._count_node_cpus(node_cpus)
         if not self._injected:
             polling = [s for s in self._sensors.values() if isinstance(s, PollingSensor)]
             self._poll_interval_s = min((s.poll_interval_s for s in polling), default=None)
@@ -261,6 +267,28 @@ class Tracker:
         self._gpu_ids_used = own
         if own:
             self._redetect("gpu", own)
+
+    def _count_node_cpus(self, node_cpus: NodeCpus) -> None:
+        from carbon_callbacks.sensors import cpuinfo
+        from carbon_callbacks.sensors.estimate import CpuEstimateSensor
+
+        cpu = self._sensors.get("cpu")
+        cpus = node_cpus(cpuinfo.usable_cpus())  # a collective: called on every rank
+        if not isinstance(cpu, CpuEstimateSensor) or self._injected or cpus == cpu.cpus:
+            return
+        node = CpuEstimateSensor(
+            cpu_model=cpu.cpu_model,
+            logical_cpus=cpu.logical_cpus,
+            sockets=cpu.sockets,
+            cpus=range(cpu.logical_cpus) if cpus is None else cpus,  # None: all of them
+            virtual_machine=cpu.virtual_machine,
+        )
+        self._sensors["cpu"] = node
+        self.reports = [r for r in self.reports if r.component != "cpu"]
+        report = SensorReport(
+            "cpu", "TDP estimate", True, node.method, f"estimated: {node.describe()}"
+        )
+        self.reports.append(report)
 
     def _drop(self, component: Component, reason: str) -> None:
         sensor = self._sensors.pop(component, None)

@@ -22,6 +22,7 @@ _PACKAGE_CPUS = (
     "/sys/devices/system/cpu/cpu0/topology/core_siblings_list",  # kernels before 5.4
 )
 _MODEL_RE = re.compile(rb"^model name\s*:\s*(.+?)\s*$", re.MULTILINE)
+_HYPERVISOR_RE = re.compile(rb"^flags\s*:.*\bhypervisor\b", re.MULTILINE)
 
 
 def _read_head(path: str, size: int) -> bytes:
@@ -86,6 +87,33 @@ def logical_cpus() -> int | None:
     return os.cpu_count()
 
 
+@functools.cache
+def usable_cpus() -> frozenset[int] | None:
+    """The CPUs this process may run on (``os.sched_getaffinity``: a ``taskset``, a batch
+    scheduler's or a container's cpuset), when they are fewer than the machine's logical
+    CPUs; None when it may run on all of them or the OS cannot tell (not Linux)."""
+    getaffinity = getattr(os, "sched_getaffinity", None)
+    total = logical_cpus()
+    if getaffinity is None or not total:
+        return None
+    try:
+        cpus = frozenset(getaffinity(0))
+    except OSError:
+        return None
+    return cpus if 0 < len(cpus) < total else None
+
+
+@functools.cache
+def virtual_machine() -> bool:
+    """True when the CPU says it runs under a hypervisor (the ``hypervisor`` flag of
+    ``/proc/cpuinfo``, set by KVM, Xen HVM, Hyper-V and VMware guests on x86). False when
+    it does not, or it cannot be told (other OSes and architectures)."""
+    try:
+        return _HYPERVISOR_RE.search(_read_head(PROC_CPUINFO, 8192)) is not None
+    except OSError:
+        return False
+
+
 def _count_cpulist(text: str) -> int:
     """Number of CPUs in a Linux cpulist such as ``"0-19,40-59"``."""
     count = 0
@@ -136,18 +164,42 @@ def total_ram_bytes() -> int | None:
         return None
 
 
-def proc_stat_times() -> tuple[float, float]:
-    """(busy, total) CPU time of the whole machine from the first line of ``/proc/stat``.
+def _busy_total(line: bytes) -> tuple[int, int]:
+    fields = [int(x) for x in line.split()[1:9]]
+    total = sum(fields)
+    idle = fields[3] + (fields[4] if len(fields) > 4 else 0)
+    return total - idle, total
+
+
+def proc_stat_times(cpus: frozenset[int] | None = None) -> tuple[float, float]:
+    """(busy, total) CPU time from ``/proc/stat``: of the whole machine (its first line), or
+    summed over the ``cpuN`` lines of `cpus`.
 
     Units are clock ticks; only ratios of deltas are used. total = user + nice + system +
     idle + iowait + irq + softirq + steal (guest time is already inside user and nice);
     busy = total - idle - iowait.
+
+    Raises:
+        ValueError: a CPU of `cpus` has no line (offline, or not a CPU of this machine).
     """
-    line = _read_head(PROC_STAT, 512).split(b"\n", 1)[0]
-    fields = [int(x) for x in line.split()[1:9]]
-    total = sum(fields)
-    idle = fields[3] + (fields[4] if len(fields) > 4 else 0)
-    return float(total - idle), float(total)
+    if cpus is None:
+        busy, total = _busy_total(_read_head(PROC_STAT, 512).split(b"\n", 1)[0])
+        return float(busy), float(total)
+    # The per-CPU lines follow the first one, under 128 bytes each: no need to read the
+    # (long) interrupt counters after them.
+    lines = _read_head(PROC_STAT, 128 * (max(cpus) + 2)).split(b"\n")
+    busy = total = 0
+    seen = 0
+    for line in lines[1:]:
+        name = line.split(b" ", 1)[0]
+        if not name.startswith(b"cpu") or not name[3:].isdigit():
+            break
+        if int(name[3:]) in cpus:
+            b, t = _busy_total(line)
+            busy, total, seen = busy + b, total + t, seen + 1
+    if seen != len(cpus):
+        raise ValueError(f"/proc/stat has lines for {seen} of the CPUs {sorted(cpus)}")
+    return float(busy), float(total)
 
 
 def psutil_times() -> tuple[float, float]:
@@ -180,7 +232,16 @@ def _use_proc_stat() -> bool:
 
 def reset() -> None:
     """Forget every cached probe (tests)."""
-    for name in ("cpu_model", "logical_cpus", "cpu_sockets", "total_ram_bytes", "_use_proc_stat"):
+    probes = (
+        "cpu_model",
+        "logical_cpus",
+        "usable_cpus",
+        "virtual_machine",
+        "cpu_sockets",
+        "total_ram_bytes",
+        "_use_proc_stat",
+    )
+    for name in probes:
         clear = getattr(globals()[name], "cache_clear", None)  # tests may patch a probe
         if clear is not None:
             clear()

@@ -130,8 +130,7 @@ def _cpu(rapl: RaplSensors | None, rapl_reason: str) -> tuple[Sensor, list[Senso
             "TDP estimate",
             True,
             ESTIMATE_TDP,
-            f"estimated: TDP x load model for {sensor.cpu_model or 'an unknown CPU'!r} "
-            f"({sensor.logical_cpus} logical CPUs, {sensor.sockets} socket(s))",
+            f"estimated: {sensor.describe()}",
         )
     )
     return sensor, reports

@@ -8,6 +8,7 @@ over a read interval (from CPU-time deltas) gives the exact energy integral.
 
 from __future__ import annotations
 
+import functools
 import logging
 import math
 import os
@@ -143,43 +144,53 @@ def reset() -> None:
     _CONSTANTS.clear()
 
 
-def cpu_tdp_w(cpu_model: str, logical_cpus: int) -> tuple[float, str | None]:
-    """``(tdp_w, matched table name)``; unknown: ``(default_w_per_thread x logical_cpus,
-    None)``."""
+def cpu_tdp_w(
+    cpu_model: str, logical_cpus: int, *, virtual_machine: bool = False
+) -> tuple[float, str | None]:
+    """``(tdp_w, matched table name)`` of one CPU package with `logical_cpus` threads.
+
+    Unknown model: ``(default_w_per_thread x logical_cpus, None)``. In a virtual machine the
+    `logical_cpus` are vCPUs, a slice of a host package whose size cannot be seen from
+    inside, so a known package's TDP is capped at the same ``default_w_per_thread x
+    logical_cpus``: 4 vCPUs of a 300 W Xeon are charged 24 W, not 300 W.
+    """
     if isinstance(logical_cpus, bool) or not isinstance(logical_cpus, int) or logical_cpus < 1:
         raise ValueError(f"logical_cpus must be an int >= 1, got {logical_cpus!r}")
     match = _lookup(cpu_model)
+    per_thread_w = _CONSTANTS[0] * logical_cpus
     if match is None:
-        return _CONSTANTS[0] * logical_cpus, None
+        return per_thread_w, None
+    if virtual_machine:
+        return min(match[1], per_thread_w), match[0]
     return match[1], match[0]
 
 
-def cpu_power_w(cpu_model: str, load: float, logical_cpus: int) -> float:
-    """Estimated power in watts of one CPU package at machine-wide `load`.
+def cpu_power_w(
+    cpu_model: str, load: float, logical_cpus: int, *, virtual_machine: bool = False
+) -> float:
+    """Estimated power in watts of one CPU package at `load`.
 
     Model: ``P = TDP x (idle_fraction + (1 - idle_fraction) x load)``, linear between an idle
     power and TDP at full load. The linear min/max shape is Cloud Carbon Footprint's
     (``min_watts + load x (max_watts - min_watts)``, coefficients from SPECpower_ssj2008
     results); the TDP comes from the bundled table (Intel ARK and AMD product pages, via
     CodeCarbon's ``cpu_power.csv``), matched as described in `TdpTable`. An unknown model
-    uses ``TDP = default_w_per_thread x logical_cpus``. ``idle_fraction`` and
+    uses ``TDP = default_w_per_thread x logical_cpus``, and so does a virtual machine when
+    that is less than its package's TDP (`cpu_tdp_w`). ``idle_fraction`` and
     ``default_w_per_thread`` are in ``cpu_tdp.json`` with their sources.
 
     Args:
         cpu_model: the CPU model string (e.g. from ``/proc/cpuinfo``); "" when unknown.
         load: busy fraction of all logical CPUs, clamped to [0, 1].
         logical_cpus: logical CPUs (hardware threads) of this package, >= 1.
+        virtual_machine: the CPUs are a virtual machine's vCPUs.
 
     Raises:
         ValueError: `logical_cpus` is not an int >= 1, or `load` is NaN.
-
-    Example:
-        >>> cpu_power_w("Intel(R) Xeon(R) Gold 6248 CPU @ 2.50GHz", 1.0, 40)  # doctest: +SKIP
-        150.0
     """
     if math.isnan(load):
         raise ValueError("load must be a number in [0, 1], got nan")
-    tdp_w, _ = cpu_tdp_w(cpu_model, logical_cpus)
+    tdp_w, _ = cpu_tdp_w(cpu_model, logical_cpus, virtual_machine=virtual_machine)
     idle = _CONSTANTS[1]
     load = min(max(load, 0.0), 1.0)
     return tdp_w * (idle + (1.0 - idle) * load)
@@ -252,19 +263,33 @@ class RamEstimateSensor(ConstantPowerSensor):
 
 
 class CpuEstimateSensor:
-    """CPU energy from `cpu_power_w` at the machine's mean load over each read interval.
+    """CPU energy from `cpu_power_w` at the mean load over each read interval, for the CPUs
+    this process may use.
 
-    Each ``energy_j(now)`` reads the system CPU times (``/proc/stat`` on Linux, psutil
-    elsewhere), takes load = busy delta / total delta since the previous read, and adds
-    ``sockets x cpu_power_w(model, load, logical_cpus / sockets) x (now - previous now)``.
-    Multi-socket machines count one TDP per package. No thread is needed.
+    Each ``energy_j(now)`` reads the CPU times (``/proc/stat`` on Linux, psutil elsewhere),
+    takes load = busy delta / total delta since the previous read, and adds ``power_w(load)
+    x (now - previous now)``, where ``power_w`` is ``sockets x cpu_power_w(model, load,
+    logical_cpus / sockets)`` (one TDP per package) times the share of the machine's logical
+    CPUs that the process may run on. No thread is needed.
+
+    A process confined to some CPUs (``taskset``, a Slurm or container cpuset) is charged
+    their share of the packages' power at *their* load, read from their own ``/proc/stat``
+    lines: not the other jobs' CPUs. In a virtual machine each package's TDP is capped per
+    vCPU (`cpu_tdp_w`).
 
     Args:
         cpu_model: default: `cpuinfo.cpu_model()` ("" when unknown).
-        logical_cpus: default: `cpuinfo.logical_cpus()` (1 when unknown).
+        logical_cpus: the machine's logical CPUs; default: `cpuinfo.logical_cpus()` (1 when
+            unknown).
         sockets: CPU packages; default: `cpuinfo.cpu_sockets()`.
-        read_cpu_times: returns ``(busy, total)`` cumulative CPU time (any unit);
-            default: `cpuinfo.system_cpu_times`. Tests inject a fake.
+        cpus: the CPU numbers this process may run on, fewer than `logical_cpus`; default:
+            `cpuinfo.usable_cpus()` (None: all of them) when this machine is described
+            (neither `cpu_model` nor `logical_cpus` given), else all of them.
+        virtual_machine: default: `cpuinfo.virtual_machine()` when this machine is
+            described, else False.
+        read_cpu_times: returns ``(busy, total)`` cumulative CPU time (any unit) of the
+            counted CPUs; default: `cpuinfo.proc_stat_times` of `cpus`, or
+            `cpuinfo.system_cpu_times`. Tests inject a fake.
 
     Example:
         >>> cpu = CpuEstimateSensor()
@@ -281,13 +306,34 @@ class CpuEstimateSensor:
         cpu_model: str | None = None,
         logical_cpus: int | None = None,
         sockets: int | None = None,
+        cpus: Iterable[int] | None = None,
+        virtual_machine: bool | None = None,
         read_cpu_times: Callable[[], tuple[float, float]] | None = None,
     ) -> None:
+        this_machine = cpu_model is None and logical_cpus is None
         self.cpu_model = cpu_model if cpu_model is not None else (cpuinfo.cpu_model() or "")
         threads = logical_cpus if logical_cpus is not None else cpuinfo.logical_cpus()
         self.logical_cpus: int = threads or 1
         packages = sockets if sockets is not None else cpuinfo.cpu_sockets()
         self.sockets: int = packages if 1 <= packages <= self.logical_cpus else 1
+        if virtual_machine is None:
+            virtual_machine = this_machine and cpuinfo.virtual_machine()
+        self.virtual_machine: bool = bool(virtual_machine)
+        if cpus is not None:
+            owned: frozenset[int] | None = frozenset(cpus)
+        else:
+            owned = cpuinfo.usable_cpus() if this_machine else None
+        if owned is not None and not 0 < len(owned) < self.logical_cpus:
+            owned = None
+        if owned is not None and read_cpu_times is None:
+            read_cpu_times = functools.partial(cpuinfo.proc_stat_times, owned)
+            try:
+                read_cpu_times()
+            except (OSError, ValueError, IndexError) as exc:
+                # Without their own counters the share would be priced at the machine's load.
+                logger.info("CPU estimate: counting the whole machine (%s)", exc)
+                owned, read_cpu_times = None, None
+        self.cpus: frozenset[int] | None = owned
         self._read = read_cpu_times or cpuinfo.system_cpu_times
         self._energy_j = 0.0
         self._load = 0.0
@@ -298,9 +344,43 @@ class CpuEstimateSensor:
     def threads_per_socket(self) -> int:
         return max(1, self.logical_cpus // self.sockets)
 
+    @property
+    def share(self) -> float:
+        """The share of the machine's logical CPUs counted: ``len(cpus) / logical_cpus``."""
+        return 1.0 if self.cpus is None else len(self.cpus) / self.logical_cpus
+
     def power_w(self, load: float) -> float:
-        """Estimated power of all packages at `load`."""
-        return self.sockets * cpu_power_w(self.cpu_model, load, self.threads_per_socket)
+        """Estimated power of the counted CPUs at `load`."""
+        package_w = cpu_power_w(
+            self.cpu_model, load, self.threads_per_socket, virtual_machine=self.virtual_machine
+        )
+        return self.sockets * package_w * self.share
+
+    def describe(self) -> str:
+        """The model's inputs in words, for `carbon-callbacks detect` and the logs."""
+        tdp_w, name = cpu_tdp_w(
+            self.cpu_model, self.threads_per_socket, virtual_machine=self.virtual_machine
+        )
+        per_thread_w = _CONSTANTS[0]
+        text = (
+            f"TDP x load model for {self.cpu_model or 'an unknown CPU'!r} "
+            f"({self.logical_cpus} logical CPUs, {self.sockets} socket(s)): "
+        )
+        if name is None:
+            text += f"not in the TDP table, {tdp_w:g} W per package ({per_thread_w:g} W a thread)"
+        elif tdp_w < cpu_tdp_w(self.cpu_model, self.threads_per_socket)[0]:
+            text += (
+                f"a virtual machine, {tdp_w:g} W per package ({per_thread_w:g} W a vCPU, "
+                f"below the {cpu_tdp_w(self.cpu_model, 1)[0]:g} W of the host's {name!r})"
+            )
+        else:
+            text += f"{tdp_w:g} W per package ({name!r})"
+        if self.cpus is not None:
+            text += (
+                f"; this process may run on {len(self.cpus)} of them, charged "
+                f"{len(self.cpus)}/{self.logical_cpus} of that at their own load"
+            )
+        return text
 
     def start(self, now: float) -> None:
         self._times = self._read()
@@ -324,7 +404,7 @@ class CpuEstimateSensor:
 
     @property
     def last_load(self) -> float:
-        """The machine-wide load measured over the last read interval, in [0, 1]."""
+        """The load of the counted CPUs over the last read interval, in [0, 1]."""
         return min(max(self._load, 0.0), 1.0)
 
     def close(self) -> None:

@@ -10,6 +10,7 @@ from carbon_callbacks import Measurement, Tracker
 from carbon_callbacks.distributed import (
     Roles,
     apply_roles,
+    cpus_of_node,
     gpu_ids_for_device,
     local_gpu_ids,
     roles_from_env,
@@ -18,8 +19,9 @@ from carbon_callbacks.distributed import (
     taken_by_lower_ranks,
 )
 from carbon_callbacks.outputs import run_tags
+from carbon_callbacks.sensors import cpuinfo
 from carbon_callbacks.sensors import nvml as nvml_mod
-from carbon_callbacks.sensors.estimate import ConstantPowerSensor
+from carbon_callbacks.sensors.estimate import ConstantPowerSensor, CpuEstimateSensor
 from tests.fakes.clock import FakeClock
 from tests.fakes.fake_pynvml import FakeGpu, FakeMig, FakeNvml
 
@@ -139,6 +141,48 @@ def test_taken_by_lower_ranks() -> None:
     assert taken_by_lower_ranks(["GPU-a"], everyone, 0) == set()
     assert taken_by_lower_ranks(["GPU-a", "GPU-b"], everyone, 2) == {"GPU-a"}
     assert taken_by_lower_ranks(["GPU-b", "GPU-c"], everyone, 3) == {"GPU-b"}
+
+
+def test_the_cpus_of_a_node_are_those_of_its_ranks() -> None:
+    everyone = [("a", [0, 1]), ("b", [0]), ("a", [4, 5]), None, ("b", None)]
+    assert cpus_of_node("a", everyone) == frozenset({0, 1, 4, 5})
+    assert cpus_of_node("b", everyone) is None  # one of its ranks may run anywhere
+    assert cpus_of_node("c", everyone) is None
+
+
+@pytest.mark.parametrize(
+    "gathered, counted, share",
+    [(frozenset({1}), frozenset({1}), 0.5), (frozenset({0, 1}), None, 1.0), (None, None, 1.0)],
+)
+def test_local_rank_zero_estimates_the_cpus_of_every_rank_on_its_node(
+    gathered: frozenset[int] | None,
+    counted: frozenset[int] | None,
+    share: float,
+    monkeypatch: pytest.MonkeyPatch,
+    tmp_path: Any,
+) -> None:
+    """Ranks confined to some CPUs (Slurm, ``taskset``): local rank 0 counts all of theirs,
+    not only its own, and not the rest of the machine."""
+    monkeypatch.setenv("CARBON_CALLBACKS_POWERCAP_ROOT", str(tmp_path))  # no RAPL: estimate
+    monkeypatch.setattr(cpuinfo, "logical_cpus", lambda: 2)
+    monkeypatch.setattr(cpuinfo, "usable_cpus", lambda: frozenset({0}))
+    offered = []
+
+    def node_cpus(mine: frozenset[int] | None) -> frozenset[int] | None:
+        offered.append(mine)
+        return gathered
+
+    tracker = Tracker(intensity_g_per_kwh=100, count_gpu=False, output_dir=None)
+    assert tracker.methods["cpu"] == "estimate-tdp"
+    tracker.distribute(node_cpus=node_cpus)
+    assert offered == [frozenset({0})]  # this rank's own
+    sensor = tracker._sensors["cpu"]
+    assert isinstance(sensor, CpuEstimateSensor)
+    assert (sensor.cpus, sensor.share, sensor.logical_cpus) == (counted, share, 2)
+    reason = next(r.reason for r in tracker.reports if r.component == "cpu" and r.available)
+    assert ("may run on 1 of them" in reason) is (counted is not None)
+    tracker.start()
+    assert tracker.stop().cpu_energy_kwh is not None
 
 
 # -- Tracker.distribute -----------------------------------------------------------------------

@@ -1,6 +1,7 @@
 from __future__ import annotations
 
 import math
+import os
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -202,3 +203,108 @@ def test_cpuinfo_probes(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None
     assert 0 <= busy <= total
     busy, total = cpuinfo.psutil_times()
     assert 0 <= busy <= total
+
+
+# -- the CPUs a run has: a virtual machine's vCPUs, a process's affinity ----------------------
+
+PLATINUM = "Intel(R) Xeon(R) Platinum 8480+"  # 350 W in the test table
+
+
+@pytest.mark.usefixtures("table")
+def test_a_virtual_machine_is_charged_per_vcpu_not_the_host_package() -> None:
+    # 4 vCPUs of a 350 W package: capped at 10 W x 4 (the table's watts per thread).
+    assert estimate.cpu_tdp_w(PLATINUM, 4, virtual_machine=True) == (
+        40.0,
+        "Intel Xeon Platinum 8480+",
+    )
+    assert cpu_power_w(PLATINUM, 1.0, 4, virtual_machine=True) == 40.0
+    assert cpu_power_w(PLATINUM, 0.0, 4, virtual_machine=True) == 10.0  # idle: 25 %
+    # Bare metal, or a VM that has the whole package's worth of threads: the package TDP.
+    assert cpu_power_w(PLATINUM, 1.0, 4) == 350.0
+    assert cpu_power_w(PLATINUM, 1.0, 112, virtual_machine=True) == 350.0
+    assert cpu_power_w("Some Future CPU 9000", 1.0, 4, virtual_machine=True) == 40.0
+    vm = CpuEstimateSensor(cpu_model=PLATINUM, logical_cpus=8, sockets=2, virtual_machine=True)
+    assert vm.power_w(1.0) == 80.0  # 2 packages x 4 vCPUs x 10 W
+    assert "a virtual machine, 40 W per package (10 W a vCPU, below the 350 W of the host's" in (
+        vm.describe()
+    )
+    metal = CpuEstimateSensor(cpu_model=PLATINUM, logical_cpus=8, sockets=2)
+    assert (metal.virtual_machine, metal.power_w(1.0)) == (False, 700.0)
+    assert "350 W per package ('Intel Xeon Platinum 8480+')" in metal.describe()
+
+
+PROC_STAT = (
+    "cpu  {all}\n"
+    "cpu0 100 0 0 900 0 0 0 0 0 0\n"
+    "cpu1 {one}\n"
+    "cpu2 50 0 0 950 0 0 0 0 0 0\n"
+    "cpu3 {three}\n"
+    "intr 12345 1 2 3\n"
+)
+
+
+def write_stat(path: Path, one: tuple[int, int], three: tuple[int, int]) -> None:
+    """cpu1 and cpu3 with (busy, idle) ticks; the machine line is all CPUs busy."""
+    lines = {
+        k: f"{busy} 0 0 {idle} 0 0 0 0 0 0" for k, (busy, idle) in (("one", one), ("three", three))
+    }
+    path.write_text(PROC_STAT.format(all="9999 0 0 0 0 0 0 0 0 0", **lines))
+
+
+def test_per_cpu_times_from_proc_stat(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    stat = tmp_path / "stat"
+    write_stat(stat, one=(10, 90), three=(30, 70))
+    monkeypatch.setattr(cpuinfo, "PROC_STAT", str(stat))
+    assert cpuinfo.proc_stat_times() == (9999.0, 9999.0)
+    assert cpuinfo.proc_stat_times(frozenset({1, 3})) == (40.0, 200.0)
+    assert cpuinfo.proc_stat_times(frozenset({0})) == (100.0, 1000.0)
+    with pytest.raises(ValueError, match=r"lines for 1 of the CPUs \[3, 7\]"):
+        cpuinfo.proc_stat_times(frozenset({3, 7}))  # cpu7: offline, or not this machine's
+
+
+@pytest.mark.usefixtures("table")
+def test_a_process_confined_to_some_cpus_is_charged_their_share_at_their_load(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    stat = tmp_path / "stat"
+    write_stat(stat, one=(0, 0), three=(0, 0))
+    monkeypatch.setattr(cpuinfo, "PROC_STAT", str(stat))
+    sensor = CpuEstimateSensor(cpu_model=GOLD_6248, logical_cpus=4, sockets=1, cpus=[1, 3])
+    assert (sensor.cpus, sensor.share) == (frozenset({1, 3}), 0.5)
+    sensor.start(0.0)
+    # cpu1 and cpu3 fully busy for 10 s (the rest of the machine's load is someone else's):
+    # half the package at load 1, 75 W x 10 s.
+    write_stat(stat, one=(100, 0), three=(100, 0))
+    assert sensor.energy_j(10.0) == 750.0
+    # Then idle for 10 s: half the package's idle power, 0.5 x 150 W x 0.25 x 10 s.
+    write_stat(stat, one=(100, 100), three=(100, 100))
+    assert sensor.energy_j(20.0) == 750.0 + 187.5
+    assert "this process may run on 2 of them, charged 2/4 of that" in sensor.describe()
+    # All of the machine's CPUs, or none: the whole machine.
+    assert CpuEstimateSensor(cpu_model=GOLD_6248, logical_cpus=4, cpus=range(4)).cpus is None
+    assert CpuEstimateSensor(cpu_model=GOLD_6248, logical_cpus=4, cpus=[]).cpus is None
+    # CPUs without their own /proc/stat line: counted as the whole machine, not half at
+    # the machine's load.
+    lost = CpuEstimateSensor(cpu_model=GOLD_6248, logical_cpus=8, cpus=[1, 7])
+    assert (lost.cpus, lost.share) == (None, 1.0)
+
+
+def test_this_machines_affinity_and_hypervisor_flag(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    info = tmp_path / "cpuinfo"
+    monkeypatch.setattr(cpuinfo, "PROC_CPUINFO", str(info))
+    monkeypatch.setattr(cpuinfo, "logical_cpus", lambda: 8)
+    monkeypatch.setattr(os, "sched_getaffinity", lambda pid: {2, 3}, raising=False)
+    flags = "flags\t\t: fpu vme de pse tsc msr pae mce cx8 apic sep mtrr"
+    try:
+        for text, expected in ((flags + " hypervisor lahf_lm\n", True), (flags + "\n", False)):
+            info.write_text(f"processor\t: 0\nmodel name\t: {GOLD_6248}\n{text}")
+            cpuinfo.reset()
+            assert cpuinfo.virtual_machine() is expected
+        assert cpuinfo.usable_cpus() == frozenset({2, 3})
+        monkeypatch.setattr(os, "sched_getaffinity", lambda pid: set(range(8)))
+        cpuinfo.reset()
+        assert cpuinfo.usable_cpus() is None  # may run anywhere
+    finally:
+        cpuinfo.reset()

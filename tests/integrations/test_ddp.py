@@ -29,6 +29,8 @@ pytest.importorskip("mlflow", reason="MLflow is not installed")
 
 from mlflow.tracking import MlflowClient  # noqa: E402
 
+from carbon_callbacks.sensors.estimate import CpuEstimateSensor  # noqa: E402
+
 pytestmark = pytest.mark.slow
 
 DIST = Path(__file__).parent / "dist"
@@ -211,3 +213,37 @@ def test_one_tracker_per_process_without_a_framework(sqlite_uri: str, tmp_path: 
             assert theirs[key] == pytest.approx(mine[key], rel=1e-12), key
         # One CPU, over rank 0's epoch (not 50 W x 2).
         assert mine["cpu_energy_kwh"] == pytest.approx(CPU_W * mine["duration_s"] / J_PER_KWH)
+
+
+@pytest.mark.skipif(
+    not hasattr(os, "sched_setaffinity") or (os.cpu_count() or 1) < 2,
+    reason="needs Linux CPU affinity and 2 CPUs",
+)
+@pytest.mark.parametrize("pins, counted", [("1", 1), ("0;1", 2)])
+def test_ranks_confined_to_cpus_count_those_of_the_node(
+    pins: str, counted: int, sqlite_uri: str, tmp_path: Path
+) -> None:
+    """Each rank confined to some CPUs (a cpuset, ``taskset``): local rank 0's CPU estimate
+    covers every rank's CPUs on the node (gathered over gloo), and no others."""
+    env = environment(sqlite_uri, "unused")
+    env["CARBON_TEST_PIN_CPUS"] = pins
+    command = torchrun(
+        "--nproc_per_node=2", "--master_addr=127.0.0.1", f"--master_port={env['MASTER_PORT']}",
+        str(DIST / "plain_torchrun.py"), str(tmp_path),
+    )  # fmt: skip
+    run_together([command], env, tmp_path)
+    zero, one = (json.loads((tmp_path / f"rank{r}.json").read_text()) for r in (0, 1))
+    assert zero["errors"] == [] and one["errors"] == []
+    assert zero["methods"]["cpu"] == "estimate-tdp" and one["methods"]["cpu"] == "none"
+    machine = os.cpu_count() or 1
+    (reason,) = zero["cpu_reports"]
+    share = counted / machine
+    if share < 1:
+        assert f"may run on {counted} of them, charged {counted}/{machine} of that" in reason
+    else:
+        assert "may run on" not in reason  # one rank on each CPU: the whole machine
+    full_w = CpuEstimateSensor(cpus=range(machine)).power_w(1.0)  # this machine, all CPUs
+    idle_w = CpuEstimateSensor(cpus=range(machine)).power_w(0.0)
+    for lap in zero["laps"]:
+        watts = lap["cpu_energy_kwh"] * J_PER_KWH / lap["duration_s"]
+        assert share * idle_w * 0.999 <= watts <= share * full_w * 1.001

@@ -2,13 +2,17 @@
 
     python -m torch.distributed.run --nproc_per_node=2 ... plain_torchrun.py OUT_DIR
 
-Every rank writes ``OUT_DIR/rank<k>.json``; the journal goes to ``OUT_DIR/journal``.
+Every rank writes ``OUT_DIR/rank<k>.json``; the journal goes to ``OUT_DIR/journal``. With
+``CARBON_TEST_PIN_CPUS=1,2`` each rank first confines itself to those CPUs (as a batch
+scheduler's cpuset would; ``0;1``: local rank k to the k-th set) and the CPU is estimated
+instead of given in watts.
 """
 
 from __future__ import annotations
 
 import dataclasses
 import json
+import os
 import sys
 import time
 from pathlib import Path
@@ -25,6 +29,12 @@ def main(out: Path) -> None:
     dist.init_process_group("gloo")  # torchrun set RANK, LOCAL_RANK, WORLD_SIZE, ...
     roles = roles_from_env()
     kwargs = {k: v for k, v in CALLBACK_KWARGS.items() if k != "summary"}
+    pinned = os.environ.get("CARBON_TEST_PIN_CPUS")
+    if pinned:
+        sets = pinned.split(";")
+        mine = sets[roles.local_rank % len(sets)]
+        os.sched_setaffinity(0, {int(cpu) for cpu in mine.split(",")})
+        del kwargs["cpu_power_w"]
     tracker = Tracker(output_dir=out / "journal" if roles.is_global_zero else None, **kwargs)
     apply_roles(tracker, roles, device=torch.device("cpu"))
     model = torch.nn.parallel.DistributedDataParallel(torch.nn.Linear(4, 1))
@@ -44,6 +54,7 @@ def main(out: Path) -> None:
     report = {
         "rank": roles.global_rank,
         "methods": tracker.methods,
+        "cpu_reports": [r.reason for r in tracker.reports if r.component == "cpu" and r.available],
         "nodes": tracker.nodes,
         "world_size": tracker.world_size,
         "journal": None if tracker.journal_path is None else str(tracker.journal_path),
