@@ -282,6 +282,7 @@ class Tracker:
             sockets=cpu.sockets,
             cpus=range(cpu.logical_cpus) if cpus is None else cpus,  # None: all of them
             virtual_machine=cpu.virtual_machine,
+            cpu_quota=cpu.quota,
         )
         self._sensors["cpu"] = node
         self.reports = [r for r in self.reports if r.component != "cpu"]

@@ -17,8 +17,9 @@ from collections.abc import Callable, Iterable
 from typing import Any
 
 from carbon_callbacks.data import DATA_DIR, read_json
-from carbon_callbacks.sensors import cpuinfo
+from carbon_callbacks.sensors import cgroups, cpuinfo
 from carbon_callbacks.sensors.base import CONSTANT, ESTIMATE_RAM, ESTIMATE_TDP, Component
+from carbon_callbacks.sensors.cgroups import CpuQuota
 from carbon_callbacks.units import BYTES_PER_GB
 
 logger = logging.getLogger(__name__)
@@ -274,8 +275,10 @@ class CpuEstimateSensor:
 
     A process confined to some CPUs (``taskset``, a Slurm or container cpuset) is charged
     their share of the packages' power at *their* load, read from their own ``/proc/stat``
-    lines: not the other jobs' CPUs. In a virtual machine each package's TDP is capped per
-    vCPU (`cpu_tdp_w`).
+    lines: not the other jobs' CPUs. A process whose control group has a CPU quota of fewer
+    CPUs (a container's ``--cpus``, a Kubernetes limit: `cgroups.cpu_quota`) is charged the
+    quota's share at load = the group's CPU time / (quota x wall time). In a virtual machine
+    each package's TDP is capped per vCPU (`cpu_tdp_w`).
 
     Args:
         cpu_model: default: `cpuinfo.cpu_model()` ("" when unknown).
@@ -287,6 +290,8 @@ class CpuEstimateSensor:
             (neither `cpu_model` nor `logical_cpus` given), else all of them.
         virtual_machine: default: `cpuinfo.virtual_machine()` when this machine is
             described, else False.
+        cpu_quota: default: `cgroups.cpu_quota()` when this machine is described, else
+            none. Used when it is fewer CPUs than the others.
         read_cpu_times: returns ``(busy, total)`` cumulative CPU time (any unit) of the
             counted CPUs; default: `cpuinfo.proc_stat_times` of `cpus`, or
             `cpuinfo.system_cpu_times`. Tests inject a fake.
@@ -308,6 +313,7 @@ class CpuEstimateSensor:
         sockets: int | None = None,
         cpus: Iterable[int] | None = None,
         virtual_machine: bool | None = None,
+        cpu_quota: CpuQuota | None = None,
         read_cpu_times: Callable[[], tuple[float, float]] | None = None,
     ) -> None:
         this_machine = cpu_model is None and logical_cpus is None
@@ -325,7 +331,16 @@ class CpuEstimateSensor:
             owned = cpuinfo.usable_cpus() if this_machine else None
         if owned is not None and not 0 < len(owned) < self.logical_cpus:
             owned = None
-        if owned is not None and read_cpu_times is None:
+        if cpu_quota is None and this_machine:
+            cpu_quota = cgroups.cpu_quota()
+        self.quota: CpuQuota | None = None
+        self._quota_cpus = 0.0  # > 0: load = the group's CPU time / (quota x wall time)
+        if cpu_quota is not None and cpu_quota.cpus < (len(owned) if owned else threads or 1):
+            self.quota, self._quota_cpus = cpu_quota, cpu_quota.cpus
+            if read_cpu_times is None:
+                usage_s = cpu_quota.usage_s
+                read_cpu_times = lambda: (usage_s(), 0.0)  # noqa: E731
+        elif owned is not None and read_cpu_times is None:
             read_cpu_times = functools.partial(cpuinfo.proc_stat_times, owned)
             try:
                 read_cpu_times()
@@ -346,7 +361,10 @@ class CpuEstimateSensor:
 
     @property
     def share(self) -> float:
-        """The share of the machine's logical CPUs counted: ``len(cpus) / logical_cpus``."""
+        """The share of the machine's logical CPUs counted: the quota's CPUs, or
+        ``len(cpus)``, over ``logical_cpus``."""
+        if self._quota_cpus:
+            return self._quota_cpus / self.logical_cpus
         return 1.0 if self.cpus is None else len(self.cpus) / self.logical_cpus
 
     def power_w(self, load: float) -> float:
@@ -375,7 +393,12 @@ class CpuEstimateSensor:
             )
         else:
             text += f"{tdp_w:g} W per package ({name!r})"
-        if self.cpus is not None:
+        if self.quota is not None:
+            text += (
+                f"; a CPU quota of {self.quota.cpus:g} CPUs ({self.quota.group}): charged "
+                f"{self.quota.cpus:g}/{self.logical_cpus} of that, at the group's own CPU time"
+            )
+        elif self.cpus is not None:
             text += (
                 f"; this process may run on {len(self.cpus)} of them, charged "
                 f"{len(self.cpus)}/{self.logical_cpus} of that at their own load"
@@ -392,11 +415,11 @@ class CpuEstimateSensor:
             self.start(now)
             return 0.0
         times = self._read()
+        dt = now - self._t
         d_busy = times[0] - self._times[0]
-        d_total = times[1] - self._times[1]
+        d_total = self._quota_cpus * dt if self._quota_cpus else times[1] - self._times[1]
         if d_total > 0:  # reads within one clock tick keep the previous load
             self._load = d_busy / d_total
-        dt = now - self._t
         if dt > 0:
             self._energy_j += self.power_w(self._load) * dt
         self._times, self._t = times, now

@@ -1,0 +1,150 @@
+"""A CPU quota on this process's control group (a container's ``--cpus``, a Kubernetes CPU
+limit), and the group's own CPU time, for the CPU estimate.
+
+Linux only; cgroup v2 (``cpu.max``, ``cpu.stat``) and v1 (``cpu.cfs_quota_us`` /
+``cpu.cfs_period_us``, ``cpuacct.usage``). The environment variable
+``CARBON_CALLBACKS_CGROUP_ROOT`` replaces ``/sys/fs/cgroup`` (tests build fake trees there).
+Every probe reads a few small files once; `reset()` forgets it (tests).
+"""
+
+from __future__ import annotations
+
+import functools
+import logging
+import os
+from dataclasses import dataclass
+
+logger = logging.getLogger(__name__)
+
+CGROUP_ROOT_ENV = "CARBON_CALLBACKS_CGROUP_ROOT"
+PROC_SELF_CGROUP = "/proc/self/cgroup"
+
+
+@dataclass(frozen=True)
+class CpuQuota:
+    """A CPU quota and where the group's CPU time is read.
+
+    Attributes:
+        cpus: the quota in CPUs (quota / period, e.g. 4.0 or 0.5), the smallest on the way
+            from the process's group up to the root that is visible.
+        usage_file: ``cpu.stat`` (v2, ``usage_usec``) or ``cpuacct.usage`` (v1, ns).
+        group: the group directory, for messages.
+    """
+
+    cpus: float
+    usage_file: str
+    group: str
+
+    def usage_s(self) -> float:
+        """CPU seconds used by the group so far (every process in it, children included)."""
+        with open(self.usage_file, "rb") as f:
+            text = f.read(4096)
+        if self.usage_file.endswith("cpu.stat"):
+            for line in text.splitlines():
+                key, _, value = line.partition(b" ")
+                if key == b"usage_usec":
+                    return int(value) / 1e6
+            raise ValueError(f"{self.usage_file} has no usage_usec line")
+        return int(text) / 1e9
+
+
+def _read(path: str) -> str:
+    with open(path, encoding="ascii") as f:
+        return f.read(4096).strip()
+
+
+def _groups() -> dict[str, str]:
+    """``{controller: path}`` from ``/proc/self/cgroup``; ``""`` is the v2 group."""
+    groups: dict[str, str] = {}
+    for line in _read(PROC_SELF_CGROUP).splitlines():
+        parts = line.split(":", 2)
+        if len(parts) == 3:
+            for controller in parts[1].split(",") if parts[1] else [""]:
+                groups[controller] = parts[2]
+    return groups
+
+
+def _group_dir(mount: str, path: str) -> str | None:
+    """The group's directory under `mount`: at its path, or the mount itself when the path
+    is the host's (a container without a cgroup namespace mounts its own group there)."""
+    for candidate in (os.path.join(mount, path.lstrip("/")), mount):
+        if os.path.isdir(candidate):
+            return candidate
+    return None
+
+
+def _ancestors(mount: str, leaf: str) -> list[str]:
+    dirs = [leaf]
+    while os.path.normpath(dirs[-1]) != os.path.normpath(mount):
+        parent = os.path.dirname(os.path.normpath(dirs[-1]))
+        if len(parent) < len(os.path.normpath(mount)):
+            break
+        dirs.append(parent)
+    return dirs
+
+
+def _v2(root: str, path: str) -> CpuQuota | None:
+    leaf = _group_dir(root, path)
+    if leaf is None:
+        return None
+    quotas = []
+    for directory in _ancestors(root, leaf):
+        try:
+            quota, _, period = _read(os.path.join(directory, "cpu.max")).partition(" ")
+        except OSError:
+            continue  # the root group has no cpu.max
+        if quota != "max":
+            quotas.append(int(quota) / int(period or "100000"))
+    if not quotas:
+        return None
+    return CpuQuota(min(quotas), os.path.join(leaf, "cpu.stat"), leaf)
+
+
+def _v1(root: str, cpu_path: str, acct_path: str) -> CpuQuota | None:
+    mounts = [os.path.join(root, name) for name in ("cpu,cpuacct", "cpu")]
+    mount = next((m for m in mounts if os.path.isdir(m)), None)
+    acct_mounts = [os.path.join(root, name) for name in ("cpu,cpuacct", "cpuacct")]
+    acct_mount = next((m for m in acct_mounts if os.path.isdir(m)), None)
+    if mount is None or acct_mount is None:
+        return None
+    leaf = _group_dir(mount, cpu_path)
+    acct = _group_dir(acct_mount, acct_path)
+    if leaf is None or acct is None:
+        return None
+    quotas = []
+    for directory in _ancestors(mount, leaf):
+        try:
+            quota = int(_read(os.path.join(directory, "cpu.cfs_quota_us")))
+            period = int(_read(os.path.join(directory, "cpu.cfs_period_us")))
+        except OSError:
+            continue
+        if quota > 0 and period > 0:
+            quotas.append(quota / period)
+    if not quotas:
+        return None
+    return CpuQuota(min(quotas), os.path.join(acct, "cpuacct.usage"), leaf)
+
+
+@functools.cache
+def cpu_quota() -> CpuQuota | None:
+    """This process's CPU quota, or None when it has none (or this is not Linux, or the
+    group cannot be read: logged at debug level). The group's CPU time is readable when a
+    quota is returned."""
+    root = os.environ.get(CGROUP_ROOT_ENV) or "/sys/fs/cgroup"
+    try:
+        groups = _groups()
+        if os.path.exists(os.path.join(root, "cgroup.controllers")):  # v2 mounted there
+            found = _v2(root, groups.get("", "/"))
+        else:
+            found = _v1(root, groups.get("cpu", "/"), groups.get("cpuacct", "/"))
+        if found is not None:
+            found.usage_s()
+        return found
+    except (OSError, ValueError) as exc:
+        logger.debug("no CPU quota read: %s", exc)
+        return None
+
+
+def reset() -> None:
+    """Forget the probe (tests)."""
+    cpu_quota.cache_clear()
