@@ -1,10 +1,11 @@
-"""A CPU quota on this process's control group (a container's ``--cpus``, a Kubernetes CPU
-limit), and the group's own CPU time, for the CPU estimate.
+"""Limits on this process's control group, for the estimates: a CPU quota (a container's
+``--cpus``, a Kubernetes CPU limit) with the group's own CPU time, and a memory limit.
 
-Linux only; cgroup v2 (``cpu.max``, ``cpu.stat``) and v1 (``cpu.cfs_quota_us`` /
-``cpu.cfs_period_us``, ``cpuacct.usage``). The environment variable
-``CARBON_CALLBACKS_CGROUP_ROOT`` replaces ``/sys/fs/cgroup`` (tests build fake trees there).
-Every probe reads a few small files once; `reset()` forgets it (tests).
+Linux only; cgroup v2 (``cpu.max``, ``cpu.stat``, ``memory.max``) and v1
+(``cpu.cfs_quota_us`` / ``cpu.cfs_period_us``, ``cpuacct.usage``,
+``memory.limit_in_bytes``). The environment variable ``CARBON_CALLBACKS_CGROUP_ROOT``
+replaces ``/sys/fs/cgroup`` (tests build fake trees there). Every probe reads a few small
+files once; `reset()` forgets them (tests).
 """
 
 from __future__ import annotations
@@ -69,7 +70,7 @@ def _group_dir(mount: str, path: str) -> str | None:
     is the host's (a container without a cgroup namespace mounts its own group there)."""
     for candidate in (os.path.join(mount, path.lstrip("/")), mount):
         if os.path.isdir(candidate):
-            return candidate
+            return os.path.normpath(candidate)
     return None
 
 
@@ -100,17 +101,21 @@ def _v2(root: str, path: str) -> CpuQuota | None:
     return CpuQuota(min(quotas), os.path.join(leaf, "cpu.stat"), leaf)
 
 
+def _v1_group(root: str, mounts: tuple[str, ...], path: str) -> tuple[str, str] | None:
+    """``(mount, group directory)`` of a v1 controller mounted at one of `mounts`."""
+    mount = next((m for m in (os.path.join(root, n) for n in mounts) if os.path.isdir(m)), None)
+    if mount is None:
+        return None
+    leaf = _group_dir(mount, path)
+    return None if leaf is None else (mount, leaf)
+
+
 def _v1(root: str, cpu_path: str, acct_path: str) -> CpuQuota | None:
-    mounts = [os.path.join(root, name) for name in ("cpu,cpuacct", "cpu")]
-    mount = next((m for m in mounts if os.path.isdir(m)), None)
-    acct_mounts = [os.path.join(root, name) for name in ("cpu,cpuacct", "cpuacct")]
-    acct_mount = next((m for m in acct_mounts if os.path.isdir(m)), None)
-    if mount is None or acct_mount is None:
+    cpu = _v1_group(root, ("cpu,cpuacct", "cpu"), cpu_path)
+    acct = _v1_group(root, ("cpu,cpuacct", "cpuacct"), acct_path)
+    if cpu is None or acct is None:
         return None
-    leaf = _group_dir(mount, cpu_path)
-    acct = _group_dir(acct_mount, acct_path)
-    if leaf is None or acct is None:
-        return None
+    mount, leaf = cpu
     quotas = []
     for directory in _ancestors(mount, leaf):
         try:
@@ -122,7 +127,7 @@ def _v1(root: str, cpu_path: str, acct_path: str) -> CpuQuota | None:
             quotas.append(quota / period)
     if not quotas:
         return None
-    return CpuQuota(min(quotas), os.path.join(acct, "cpuacct.usage"), leaf)
+    return CpuQuota(min(quotas), os.path.join(acct[1], "cpuacct.usage"), leaf)
 
 
 @functools.cache
@@ -145,6 +150,41 @@ def cpu_quota() -> CpuQuota | None:
         return None
 
 
+# cgroup v1 says "no limit" with the largest page-aligned signed 64-bit number.
+_V1_UNLIMITED = 1 << 62
+
+
+@functools.cache
+def memory_limit() -> tuple[int, str] | None:
+    """``(bytes, group directory)``: the smallest memory limit on the way from this process's
+    group up to the root that is visible; None when there is none (or this is not Linux, or
+    the group cannot be read: logged at debug level)."""
+    root = os.environ.get(CGROUP_ROOT_ENV) or "/sys/fs/cgroup"
+    try:
+        groups = _groups()
+        if os.path.exists(os.path.join(root, "cgroup.controllers")):  # v2 mounted there
+            mount, leaf, name = root, _group_dir(root, groups.get("", "/")), "memory.max"
+        else:
+            found = _v1_group(root, ("memory",), groups.get("memory", "/"))
+            mount, leaf = found if found is not None else (root, None)
+            name = "memory.limit_in_bytes"
+        if leaf is None:
+            return None
+        limits = []
+        for directory in _ancestors(mount, leaf):
+            try:
+                text = _read(os.path.join(directory, name))
+            except OSError:
+                continue  # the root group has no limit file
+            if text != "max" and 0 < int(text) < _V1_UNLIMITED:
+                limits.append((int(text), directory))
+        return min(limits) if limits else None
+    except (OSError, ValueError) as exc:
+        logger.debug("no memory limit read: %s", exc)
+        return None
+
+
 def reset() -> None:
-    """Forget the probe (tests)."""
+    """Forget the probes (tests)."""
     cpu_quota.cache_clear()
+    memory_limit.cache_clear()

@@ -29,13 +29,11 @@ from carbon_callbacks.sensors.base import (
     SensorWarning,
 )
 from carbon_callbacks.sensors.estimate import (
-    RAM_W_PER_GB,
     ConstantPowerSensor,
     CpuEstimateSensor,
     RamEstimateSensor,
 )
 from carbon_callbacks.sensors.rapl import RaplPermissionError, RaplSensors, open_rapl
-from carbon_callbacks.units import BYTES_PER_GB
 
 logger = logging.getLogger(__name__)
 
@@ -146,15 +144,8 @@ def _ram(rapl: RaplSensors | None, rapl_reason: str) -> tuple[Sensor | None, lis
     except ValueError as exc:
         reports.append(SensorReport("ram", "RAM estimate", False, None, str(exc)))
         return None, reports
-    gb = sensor.total_bytes / BYTES_PER_GB
     reports.append(
-        SensorReport(
-            "ram",
-            "RAM estimate",
-            True,
-            ESTIMATE_RAM,
-            f"estimated: {RAM_W_PER_GB} W/GB x {gb:.1f} GB = {sensor.power_w:.1f} W",
-        )
+        SensorReport("ram", "RAM estimate", True, ESTIMATE_RAM, f"estimated: {sensor.describe()}")
     )
     return sensor, reports
 

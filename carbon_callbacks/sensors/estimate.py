@@ -244,10 +244,14 @@ class RamEstimateSensor(ConstantPowerSensor):
     """RAM power estimated as `RAM_W_PER_GB` (0.3725 W) per GB (10^9 bytes) of memory.
 
     The value is Green Algorithms' ``memoryPower`` (``referenceValues.csv``), from
-    Karyakin & Salem 2017. It depends only on the memory size, not on its use.
+    Karyakin & Salem 2017. It depends only on the memory size, not on its use. By default the
+    size is the machine's, or the memory limit of this process's control group when that is
+    smaller (a container's ``--memory``, a Kubernetes or Slurm job's limit): a job is not
+    charged the memory of the whole node it shares.
 
     Args:
-        total_bytes: memory size; default: the machine's total physical memory.
+        total_bytes: memory size; default: the machine's total physical memory, or the
+            group's limit (`cgroups.memory_limit`) when smaller.
 
     Raises:
         ValueError: the memory size is unknown or not positive.
@@ -256,11 +260,26 @@ class RamEstimateSensor(ConstantPowerSensor):
     method = ESTIMATE_RAM
 
     def __init__(self, total_bytes: int | None = None) -> None:
-        size = cpuinfo.total_ram_bytes() if total_bytes is None else total_bytes
+        self.machine_bytes = cpuinfo.total_ram_bytes() if total_bytes is None else None
+        self.limit_group: str | None = None
+        size = total_bytes if total_bytes is not None else self.machine_bytes
+        if total_bytes is None:
+            limit = cgroups.memory_limit()
+            if limit is not None and (not size or limit[0] < size):
+                size, self.limit_group = limit
         if not size or size <= 0:
             raise ValueError(f"total memory must be a positive number of bytes, got {size!r}")
         self.total_bytes = int(size)
         super().__init__("ram", RAM_W_PER_GB * self.total_bytes / BYTES_PER_GB)
+
+    def describe(self) -> str:
+        """The model's inputs in words, for `carbon-callbacks detect` and the logs."""
+        gb = self.total_bytes / BYTES_PER_GB
+        text = f"{RAM_W_PER_GB} W/GB x {gb:.1f} GB = {self.power_w:.1f} W"
+        if self.limit_group is not None:
+            machine = f"{self.machine_bytes / BYTES_PER_GB:.1f} GB" if self.machine_bytes else "?"
+            text += f" (the memory limit of {self.limit_group}; the machine has {machine})"
+        return text
 
 
 class CpuEstimateSensor:

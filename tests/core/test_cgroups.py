@@ -222,3 +222,87 @@ def test_a_real_quota_of_half_a_cpu(monkeypatch: pytest.MonkeyPatch) -> None:
     assert 0.85 <= seen["busy"] <= 1.0
     assert seen["idle"] <= 0.05
     assert f"a CPU quota of 0.5 CPUs ({cpu})" in seen["describe"]
+
+
+# -- memory limits: the RAM estimate of a job that shares a node ------------------------------
+
+
+def test_v2_memory_limit_the_smallest_on_the_way_up(tree: Path) -> None:
+    membership(tree, "0::/kubepods/pod1/c1\n")
+    write(tree / "cgroup.controllers", "cpu memory\n")
+    write(tree / "kubepods/memory.max", "64000000000\n")
+    write(tree / "kubepods/pod1/memory.max", "16000000000\n")  # the pod's limit
+    write(tree / "kubepods/pod1/c1/memory.max", "max\n")
+    assert cgroups.memory_limit() == (16_000_000_000, str(tree / "kubepods/pod1"))
+
+
+def test_v1_memory_limit_and_its_no_limit_value(tree: Path) -> None:
+    membership(tree, "5:memory:/slurm/job7\n3:cpu,cpuacct:/slurm/job7\n")
+    write(tree / "memory/memory.limit_in_bytes", "9223372036854771712\n")  # v1: no limit
+    write(tree / "memory/slurm/job7/memory.limit_in_bytes", "9223372036854771712\n")
+    assert cgroups.memory_limit() is None
+    write(tree / "memory/slurm/job7/memory.limit_in_bytes", "8000000000\n")
+    cgroups.reset()
+    assert cgroups.memory_limit() == (8_000_000_000, str(tree / "memory/slurm/job7"))
+
+
+def test_the_ram_estimate_counts_a_smaller_memory_limit(
+    tree: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from carbon_callbacks.sensors import cpuinfo
+    from carbon_callbacks.sensors.estimate import RamEstimateSensor
+
+    monkeypatch.setattr(cpuinfo, "total_ram_bytes", lambda: 512_000_000_000)
+    membership(tree, "0::/\n")
+    write(tree / "cgroup.controllers", "memory\n")
+    write(tree / "memory.max", "16000000000\n")
+    sensor = RamEstimateSensor()
+    assert (sensor.total_bytes, sensor.power_w) == (16_000_000_000, pytest.approx(5.96))
+    assert sensor.describe() == (
+        f"0.3725 W/GB x 16.0 GB = 6.0 W (the memory limit of {tree}; the machine has 512.0 GB)"
+    )
+    assert RamEstimateSensor(total_bytes=4_000_000_000).total_bytes == 4_000_000_000  # given
+    write(tree / "memory.max", "1000000000000\n")  # more than the machine has
+    cgroups.reset()
+    assert RamEstimateSensor().total_bytes == 512_000_000_000
+
+
+RAM_CHILD = """
+import json
+from carbon_callbacks.sensors.estimate import RamEstimateSensor
+sensor = RamEstimateSensor()
+print(json.dumps({"bytes": sensor.total_bytes, "describe": sensor.describe()}))
+"""
+
+
+def test_a_real_memory_limit(monkeypatch: pytest.MonkeyPatch) -> None:
+    """A process in a real cgroup v1 memory group limited to 1 GiB is charged 1 GiB of RAM."""
+    import json
+    import os
+    import subprocess
+    import sys
+
+    group = Path("/sys/fs/cgroup/memory") / f"carbon-callbacks-test-{os.getpid()}"
+    if Path("/sys/fs/cgroup/cgroup.controllers").exists() or not group.parent.is_dir():
+        pytest.skip("needs a cgroup v1 memory hierarchy")
+    try:
+        group.mkdir()
+    except OSError:
+        pytest.skip("needs root and a writable cgroup v1 memory hierarchy")
+    try:
+        (group / "memory.limit_in_bytes").write_text(str(1 << 30))
+
+        def join() -> None:  # in the child, before Python starts
+            (group / "cgroup.procs").write_text(str(os.getpid()))
+
+        monkeypatch.delenv(cgroups.CGROUP_ROOT_ENV, raising=False)
+        out = subprocess.run(
+            [sys.executable, "-c", RAM_CHILD],
+            preexec_fn=join,  # noqa: PLW1509 (no threads to deadlock in this test's child)
+            capture_output=True, text=True, timeout=60, check=True,
+        )  # fmt: skip
+    finally:
+        group.rmdir()
+    seen = json.loads(out.stdout)
+    assert seen["bytes"] == 1 << 30
+    assert seen["describe"].startswith("0.3725 W/GB x 1.1 GB = 0.4 W (the memory limit of ")
