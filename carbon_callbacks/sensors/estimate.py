@@ -348,31 +348,43 @@ class CpuEstimateSensor:
             owned: frozenset[int] | None = frozenset(cpus)
         else:
             owned = cpuinfo.usable_cpus() if this_machine else None
-        if owned is not None and not 0 < len(owned) < self.logical_cpus:
-            owned = None
         if cpu_quota is None and this_machine:
             cpu_quota = cgroups.cpu_quota()
+        self.cpus: frozenset[int] | None = None
         self.quota: CpuQuota | None = None
         self._quota_cpus = 0.0  # > 0: load = the group's CPU time / (quota x wall time)
-        if cpu_quota is not None and cpu_quota.cpus < (len(owned) if owned else threads or 1):
-            self.quota, self._quota_cpus = cpu_quota, cpu_quota.cpus
-            if read_cpu_times is None:
-                usage_s = cpu_quota.usage_s
-                read_cpu_times = lambda: (usage_s(), 0.0)  # noqa: E731
-        elif owned is not None and read_cpu_times is None:
-            read_cpu_times = functools.partial(cpuinfo.proc_stat_times, owned)
-            try:
-                read_cpu_times()
-            except (OSError, ValueError, IndexError) as exc:
-                # Without their own counters the share would be priced at the machine's load.
-                logger.info("CPU estimate: counting the whole machine (%s)", exc)
-                owned, read_cpu_times = None, None
-        self.cpus: frozenset[int] | None = owned
-        self._read = read_cpu_times or cpuinfo.system_cpu_times
+        self._read = self._counters(owned, cpu_quota, read_cpu_times)
         self._energy_j = 0.0
         self._load = 0.0
         self._t: float | None = None
         self._times = (0.0, 0.0)
+
+    def _counters(
+        self,
+        owned: frozenset[int] | None,
+        quota: CpuQuota | None,
+        read: Callable[[], tuple[float, float]] | None,
+    ) -> Callable[[], tuple[float, float]]:
+        """Choose what is counted (a quota, some CPUs, or all), set `quota` / `cpus`, and
+        return the reader of its CPU times."""
+        if owned is not None and not 0 < len(owned) < self.logical_cpus:
+            owned = None  # all of the machine's CPUs (or none: a nonsense set)
+        self.cpus = owned
+        if quota is not None and quota.cpus < (len(owned) if owned else self.logical_cpus):
+            self.quota, self._quota_cpus = quota, quota.cpus
+            if read is None:
+                usage_s = quota.usage_s
+                return lambda: (usage_s(), 0.0)  # the quota's wall time is taken in energy_j
+            return read
+        if owned is not None and read is None:
+            read = functools.partial(cpuinfo.proc_stat_times, owned)
+            try:
+                read()
+            except (OSError, ValueError, IndexError) as exc:
+                # Without their own counters the share would be priced at the machine's load.
+                logger.info("CPU estimate: counting the whole machine (%s)", exc)
+                self.cpus, read = None, None
+        return read or cpuinfo.system_cpu_times
 
     @property
     def threads_per_socket(self) -> int:
