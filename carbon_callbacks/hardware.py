@@ -32,6 +32,34 @@ def _static() -> dict[str, str]:
     }
 
 
+DMI_ROOT = "/sys/class/dmi/id"
+# What each provider's firmware writes into DMI (SMBIOS) on its VMs. Azure's chassis asset tag
+# tells its VMs apart from other Hyper-V guests.
+_AZURE_ASSET_TAG = "7783-7084-3265-9085-8269-3286-77"
+
+
+def _dmi(name: str) -> str:
+    try:
+        with open(os.path.join(DMI_ROOT, name), encoding="utf-8", errors="replace") as f:
+            return f.read(256).strip()
+    except OSError:
+        return ""
+
+
+@functools.cache
+def cloud_provider() -> str | None:
+    """``"aws"``, ``"gcp"`` or ``"azure"`` when this machine's firmware (DMI, local files
+    only: no metadata server is asked) says it is one of their instances; else None."""
+    vendor, product = _dmi("sys_vendor"), _dmi("product_name")
+    if vendor == "Amazon EC2" or "amazon" in _dmi("bios_version").lower():
+        return "aws"
+    if vendor == "Google" or product == "Google Compute Engine":
+        return "gcp"
+    if vendor == "Microsoft Corporation" and _dmi("chassis_asset_tag") == _AZURE_ASSET_TAG:
+        return "azure"
+    return None
+
+
 def hardware_metadata(sensors: Mapping[Any, Sensor] | None = None) -> dict[str, str]:
     """CPU, GPU, RAM, OS and versions, as strings (keys without the ``carbon.`` prefix)."""
     meta = dict(_static())

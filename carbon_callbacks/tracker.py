@@ -41,6 +41,25 @@ Clock = Callable[[], float]
 logger = logging.getLogger(__name__)
 
 
+def _no_location_message(intensity: Intensity) -> str:
+    from carbon_callbacks.hardware import cloud_provider
+
+    text = (
+        f"no location configured: emissions use the world average ({intensity.g_per_kwh:g} "
+        f"g/kWh, {intensity.source}). Pass country=, region= or cloud=, or set "
+        f"CARBON_CALLBACKS_COUNTRY."
+    )
+    provider = cloud_provider()
+    if provider is not None:
+        names = {"aws": "an AWS EC2", "gcp": "a Google Compute Engine", "azure": "an Azure"}
+        text += (
+            f" This machine's firmware says it is {names[provider]} instance: pass "
+            f"cloud='{provider}:<region>' ('carbon-callbacks regions --provider {provider}' "
+            f"lists them)."
+        )
+    return text
+
+
 class Tracker:
     """Measures the energy and emissions of a piece of work, lap by lap.
 
@@ -119,13 +138,7 @@ class Tracker:
             env=env,
         )
         if self.intensity.is_default:
-            warnings.warn(
-                f"no location configured: emissions use the world average "
-                f"({self.intensity.g_per_kwh:g} g/kWh, {self.intensity.source}). Pass "
-                f"country=, region= or cloud=, or set CARBON_CALLBACKS_COUNTRY.",
-                CarbonWarning,
-                stacklevel=2,
-            )
+            warnings.warn(_no_location_message(self.intensity), CarbonWarning, stacklevel=2)
         if output_dir is ...:
             output_dir = env.get(OUTPUT_DIR_ENV) or DEFAULT_OUTPUT_DIR
         self.output_dir = None if output_dir is None else Path(output_dir)  # type: ignore[arg-type]

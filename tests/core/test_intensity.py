@@ -6,9 +6,11 @@ import dataclasses
 import logging
 import math
 import time
+from pathlib import Path
 
 import pytest
 
+from carbon_callbacks import CarbonWarning, Tracker
 from carbon_callbacks.data import load_json
 from carbon_callbacks.intensity import (
     ENV_CLOUD,
@@ -269,3 +271,45 @@ def test_first_lookup_is_fast() -> None:
     resolve(cloud="aws:us-east-1")
     # The budget is ~5 ms; the bound leaves room for slow CI machines.
     assert time.perf_counter() - start < 0.1
+
+
+# --------------------------------------------------------------------------- cloud hint
+
+DMI_ROOTS = {
+    "aws-nitro": ({"sys_vendor": "Amazon EC2", "product_name": "m5.large"}, "aws"),
+    "aws-xen": ({"sys_vendor": "Xen", "bios_version": "4.11.amazon"}, "aws"),
+    "gcp": ({"sys_vendor": "Google", "product_name": "Google Compute Engine"}, "gcp"),
+    "azure": (
+        {"sys_vendor": "Microsoft Corporation", "product_name": "Virtual Machine",
+         "chassis_asset_tag": "7783-7084-3265-9085-8269-3286-77"},
+        "azure",
+    ),
+    "hyper-v": ({"sys_vendor": "Microsoft Corporation", "product_name": "Virtual Machine"}, None),
+    "laptop": ({"sys_vendor": "LENOVO", "product_name": "20XW"}, None),
+    "no-dmi": ({}, None),
+}  # fmt: skip
+
+
+@pytest.mark.parametrize("machine", list(DMI_ROOTS))
+def test_the_cloud_is_told_from_the_firmware_only(
+    machine: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from carbon_callbacks import hardware
+
+    files, provider = DMI_ROOTS[machine]
+    for name, text in files.items():
+        (tmp_path / name).write_text(text + "\n")
+    monkeypatch.setattr(hardware, "DMI_ROOT", str(tmp_path))
+    hardware.cloud_provider.cache_clear()
+    try:
+        assert hardware.cloud_provider() == provider
+        with pytest.warns(CarbonWarning, match="no location configured") as caught:
+            Tracker(output_dir=None, count_gpu=False, cpu_power_w=1, ram_power_w=1, env=NO_ENV)
+        message = str(caught[0].message)
+        if provider is None:
+            assert "firmware" not in message
+        else:
+            assert f"pass cloud='{provider}:<region>'" in message
+            assert f"'carbon-callbacks regions --provider {provider}' lists them" in message
+    finally:
+        hardware.cloud_provider.cache_clear()
