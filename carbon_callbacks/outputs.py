@@ -97,6 +97,10 @@ def run_tags(
         "carbon.world_size": str(tracker.world_size if world_size is None else world_size),
     }
     tags.update({f"carbon.{k}": v for k, v in meta.items()})
+    for component, sensor in tracker.sensors.items():
+        describe = getattr(sensor, "describe", None)  # an estimate's inputs, in words
+        if describe is not None:
+            tags[f"carbon.{component}_estimate"] = describe()
     if tracker.gpu_count is not None:  # summed over ranks; the model list is this rank's
         tags["carbon.gpu_count"] = str(tracker.gpu_count)
     return tags

@@ -1,5 +1,7 @@
 from __future__ import annotations
 
+from pathlib import Path
+
 import pytest
 
 from carbon_callbacks import Tracker
@@ -52,6 +54,19 @@ def test_tags_follow_the_contract(run: tuple[Tracker, FakeClock]) -> None:
     assert (tags["carbon.nodes"], tags["carbon.world_size"]) == ("2", "4")
     assert int(tags["carbon.cpu_count"]) >= 1 and float(tags["carbon.ram_gb"]) > 0
     tracker.stop()
+
+
+def test_an_estimates_inputs_are_a_tag(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
+    """How an estimate was made (the TDP and share; the GB of RAM) is kept with the run."""
+    monkeypatch.setenv("CARBON_CALLBACKS_POWERCAP_ROOT", str(tmp_path))  # no RAPL
+    tracker = Tracker(country="FR", count_gpu=False, output_dir=None)
+    tags = run_tags(tracker)
+    assert tags["carbon.cpu_method"] == "estimate-tdp"
+    assert tags["carbon.cpu_estimate"].startswith("TDP x load model for ")
+    assert tags["carbon.cpu_estimate"] == tracker.sensors["cpu"].describe()  # type: ignore[attr-defined]
+    assert tags["carbon.ram_estimate"].startswith("0.3725 W/GB x ")
+    constant = Tracker(country="FR", cpu_power_w=5, ram_power_w=1, count_gpu=False, output_dir=None)
+    assert not {"carbon.cpu_estimate", "carbon.ram_estimate"} & set(run_tags(constant))
 
 
 def test_equivalents_and_summary(run: tuple[Tracker, FakeClock]) -> None:
