@@ -59,6 +59,8 @@ Result = dict[str, list[float]]
 # Values logged per epoch on a machine without a GPU: energy, emissions, duration, power,
 # intensity, the CPU and RAM components, the two cumulative totals (see DESIGN's keys).
 PER_EPOCH_KEYS = 9
+# Tags of a run like the bench's: the contract's, the estimates' inputs, framework versions...
+RUN_TAGS = 27
 
 
 def guard_network() -> list[object]:
@@ -233,7 +235,7 @@ def lightning_variants(
                 for k in range(PER_EPOCH_KEYS)
             ]
             metrics += [Metric(f"carbon/end_key_{k}", 1.0, now, self.epochs) for k in range(8)]
-            tags = [RunTag(f"carbon.tag_{k}", "value") for k in range(20)]
+            tags = [RunTag(f"carbon.tag_{k}", "value") for k in range(RUN_TAGS)]
             MlflowClient(uri).log_batch(trainer.logger.run_id, metrics=metrics, tags=tags)
 
     HOOKS.wrap(FloorCallback, ("on_train_epoch_end", "on_train_end"))
