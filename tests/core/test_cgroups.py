@@ -1,23 +1,23 @@
-"""CPU quotas of control groups (fake cgroup v1 and v2 trees) and the CPU estimate under one."""
+"""Control-group limits (fake cgroup v1 and v2 trees; real v1 groups where writable): CPU
+quotas and memory limits, and the CPU and RAM estimates under them."""
 
 from __future__ import annotations
 
+import contextlib
+import json
+import os
+import subprocess
+import sys
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
 import pytest
 
-from carbon_callbacks.sensors import cgroups, estimate
+from carbon_callbacks.sensors import cgroups
 from carbon_callbacks.sensors.estimate import CpuEstimateSensor
 
 GOLD_6248 = "Intel(R) Xeon(R) Gold 6248 CPU @ 2.50GHz"
-TABLE = {
-    "meta": {"source": "test"},
-    "default_w_per_thread": 10.0,
-    "idle_fraction": 0.25,
-    "cpus": [["Intel Xeon Gold 6248", 150.0]],
-}
 
 
 @pytest.fixture
@@ -115,14 +115,6 @@ def test_an_unreadable_group_is_no_quota(tree: Path, files: dict[str, str]) -> N
     assert cgroups.cpu_quota() is None
 
 
-@pytest.fixture
-def table(monkeypatch: pytest.MonkeyPatch) -> Iterator[dict[str, Any]]:
-    monkeypatch.setattr(estimate, "read_json", lambda name: TABLE)
-    estimate.reset()
-    yield TABLE
-    estimate.reset()
-
-
 @pytest.mark.usefixtures("table")
 def test_a_quota_is_charged_its_share_at_the_groups_own_cpu_time(tree: Path) -> None:
     membership(tree, "0::/\n")
@@ -172,50 +164,53 @@ print(json.dumps({
 """
 
 
-def real_v1_groups(name: str) -> tuple[Path, Path] | None:
-    """Writable cgroup v1 ``cpu`` and ``cpuacct`` hierarchies (root, cgroup v1), else None."""
+@contextlib.contextmanager
+def real_v1_groups(*controllers: str) -> Iterator[list[Path]]:
+    """New groups in the real cgroup v1 hierarchies of `controllers`, removed after; skips
+    the test without root or writable v1 hierarchies."""
     root = Path("/sys/fs/cgroup")
-    cpu, acct = root / "cpu", root / "cpuacct"
-    if (root / "cgroup.controllers").exists() or not cpu.is_dir() or not acct.is_dir():
-        return None
+    if (root / "cgroup.controllers").exists():
+        pytest.skip("cgroup v2 here: these tests make v1 groups")
+    groups = [root / c / f"carbon-callbacks-test-{os.getpid()}" for c in controllers]
+    made: list[Path] = []
     try:
-        (cpu / name).mkdir()
-    except OSError:
-        return None
-    (acct / name).mkdir(exist_ok=True)
-    return cpu / name, acct / name
+        for group in groups:
+            try:
+                group.mkdir()
+            except OSError as exc:
+                pytest.skip(f"needs root and writable cgroup v1 hierarchies ({exc})")
+            made.append(group)
+        yield groups
+    finally:
+        for group in reversed(made):
+            group.rmdir()
+
+
+def run_in(groups: list[Path], code: str, monkeypatch: pytest.MonkeyPatch) -> dict[str, Any]:
+    """Run Python `code` in a child that joins `groups` before it starts; its JSON output."""
+
+    def join() -> None:  # in the child, before Python starts
+        for group in groups:
+            (group / "cgroup.procs").write_text(str(os.getpid()))
+
+    monkeypatch.delenv(cgroups.CGROUP_ROOT_ENV, raising=False)
+    out = subprocess.run(
+        [sys.executable, "-c", code],
+        preexec_fn=join,  # noqa: PLW1509 (the test process starts no threads before this)
+        capture_output=True, text=True, timeout=60, check=True,
+    )  # fmt: skip
+    result: dict[str, Any] = json.loads(out.stdout)
+    return result
 
 
 def test_a_real_quota_of_half_a_cpu(monkeypatch: pytest.MonkeyPatch) -> None:
     """A process in a real cgroup v1 group with a quota of half a CPU: the quota is found,
     and its load is its own CPU time over the quota (1 while it spins, 0 while it sleeps)."""
-    import json
-    import os
-    import subprocess
-    import sys
-
-    groups = real_v1_groups(f"carbon-callbacks-test-{os.getpid()}")
-    if groups is None:
-        pytest.skip("needs root and writable cgroup v1 cpu and cpuacct hierarchies")
-    cpu, acct = groups
-    try:
+    with real_v1_groups("cpu", "cpuacct") as groups:
+        cpu = groups[0]
         (cpu / "cpu.cfs_period_us").write_text("100000")
         (cpu / "cpu.cfs_quota_us").write_text("50000")
-
-        def join() -> None:  # in the child, before Python starts
-            for group in (cpu, acct):
-                (group / "cgroup.procs").write_text(str(os.getpid()))
-
-        monkeypatch.delenv(cgroups.CGROUP_ROOT_ENV, raising=False)
-        out = subprocess.run(
-            [sys.executable, "-c", CHILD],
-            preexec_fn=join,  # noqa: PLW1509 (no threads to deadlock in this test's child)
-            capture_output=True, text=True, timeout=60, check=True,
-        )  # fmt: skip
-    finally:
-        for group in (cpu, acct):
-            group.rmdir()
-    seen = json.loads(out.stdout)
+        seen = run_in(groups, CHILD, monkeypatch)
     machine = os.cpu_count() or 1
     assert seen["cpus"] == 0.5
     assert seen["share"] == pytest.approx(0.5 / machine)
@@ -277,32 +272,8 @@ print(json.dumps({"bytes": sensor.total_bytes, "describe": sensor.describe()}))
 
 def test_a_real_memory_limit(monkeypatch: pytest.MonkeyPatch) -> None:
     """A process in a real cgroup v1 memory group limited to 1 GiB is charged 1 GiB of RAM."""
-    import json
-    import os
-    import subprocess
-    import sys
-
-    group = Path("/sys/fs/cgroup/memory") / f"carbon-callbacks-test-{os.getpid()}"
-    if Path("/sys/fs/cgroup/cgroup.controllers").exists() or not group.parent.is_dir():
-        pytest.skip("needs a cgroup v1 memory hierarchy")
-    try:
-        group.mkdir()
-    except OSError:
-        pytest.skip("needs root and a writable cgroup v1 memory hierarchy")
-    try:
-        (group / "memory.limit_in_bytes").write_text(str(1 << 30))
-
-        def join() -> None:  # in the child, before Python starts
-            (group / "cgroup.procs").write_text(str(os.getpid()))
-
-        monkeypatch.delenv(cgroups.CGROUP_ROOT_ENV, raising=False)
-        out = subprocess.run(
-            [sys.executable, "-c", RAM_CHILD],
-            preexec_fn=join,  # noqa: PLW1509 (no threads to deadlock in this test's child)
-            capture_output=True, text=True, timeout=60, check=True,
-        )  # fmt: skip
-    finally:
-        group.rmdir()
-    seen = json.loads(out.stdout)
+    with real_v1_groups("memory") as groups:
+        (groups[0] / "memory.limit_in_bytes").write_text(str(1 << 30))
+        seen = run_in(groups, RAM_CHILD, monkeypatch)
     assert seen["bytes"] == 1 << 30
     assert seen["describe"].startswith("0.3725 W/GB x 1.1 GB = 0.4 W (the memory limit of ")

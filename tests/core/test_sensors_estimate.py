@@ -2,7 +2,6 @@ from __future__ import annotations
 
 import math
 import os
-from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -20,29 +19,7 @@ from carbon_callbacks.sensors.estimate import (
 )
 from tests.fakes.clock import FakeClock
 
-TABLE = {
-    "meta": {"source": "test"},
-    "default_w_per_thread": 10.0,
-    "idle_fraction": 0.25,
-    "cpus": [
-        ["Intel Xeon Gold 6248", 150.0],
-        ["Intel Xeon Gold 6248R", 205.0],
-        ["Intel Xeon E5-2686 v4", 145.0],
-        ["AMD EPYC 7742", 225.0],
-        ["6274", 115.0],
-        ["Intel Core i7-8700K", 95.0],
-        ["Intel Xeon Platinum 8480+", 350.0],
-    ],
-}
 GOLD_6248 = "Intel(R) Xeon(R) Gold 6248 CPU @ 2.50GHz"
-
-
-@pytest.fixture
-def table(monkeypatch: pytest.MonkeyPatch) -> Iterator[dict[str, Any]]:
-    monkeypatch.setattr(estimate, "read_json", lambda name: TABLE)
-    estimate.reset()
-    yield TABLE
-    estimate.reset()
 
 
 def test_normalise() -> None:

@@ -195,16 +195,22 @@ def test_two_nodes_count_two_cpus(sqlite_uri: str, tmp_path: Path, check_carbon_
     check_distributed(tmp_path, sqlite_uri, experiment, 2, check_carbon_run)
 
 
-def test_one_tracker_per_process_without_a_framework(sqlite_uri: str, tmp_path: Path) -> None:
-    """The README's recipe: `roles_from_env` + `apply_roles` + a journal on rank 0 only."""
-    env = environment(sqlite_uri, "unused")
+def plain_torchrun(env: dict[str, str], out: Path) -> tuple[dict[str, Any], dict[str, Any]]:
+    """``dist/plain_torchrun.py`` under torchrun, 2 processes: the two ranks' reports, each
+    free of errors."""
     command = torchrun(
         "--nproc_per_node=2", "--master_addr=127.0.0.1", f"--master_port={env['MASTER_PORT']}",
-        str(DIST / "plain_torchrun.py"), str(tmp_path),
+        str(DIST / "plain_torchrun.py"), str(out),
     )  # fmt: skip
-    run_together([command], env, tmp_path)
-    zero, one = (json.loads((tmp_path / f"rank{r}.json").read_text()) for r in (0, 1))
+    run_together([command], env, out)
+    zero, one = (json.loads((out / f"rank{r}.json").read_text()) for r in (0, 1))
     assert zero["errors"] == [] and one["errors"] == []
+    return zero, one
+
+
+def test_one_tracker_per_process_without_a_framework(sqlite_uri: str, tmp_path: Path) -> None:
+    """The README's recipe: `roles_from_env` + `apply_roles` + a journal on rank 0 only."""
+    zero, one = plain_torchrun(environment(sqlite_uri, "unused"), tmp_path)
     assert (zero["nodes"], zero["world_size"]) == (one["nodes"], one["world_size"]) == (1, 2)
     assert one["methods"]["cpu"] == one["methods"]["ram"] == "none"
     assert one["journal"] is None and len(list((tmp_path / "journal").glob("*.jsonl"))) == 1
@@ -227,13 +233,7 @@ def test_ranks_confined_to_cpus_count_those_of_the_node(
     covers every rank's CPUs on the node (gathered over gloo), and no others."""
     env = environment(sqlite_uri, "unused")
     env["CARBON_TEST_PIN_CPUS"] = pins
-    command = torchrun(
-        "--nproc_per_node=2", "--master_addr=127.0.0.1", f"--master_port={env['MASTER_PORT']}",
-        str(DIST / "plain_torchrun.py"), str(tmp_path),
-    )  # fmt: skip
-    run_together([command], env, tmp_path)
-    zero, one = (json.loads((tmp_path / f"rank{r}.json").read_text()) for r in (0, 1))
-    assert zero["errors"] == [] and one["errors"] == []
+    zero, one = plain_torchrun(env, tmp_path)
     assert zero["methods"]["cpu"] == "estimate-tdp" and one["methods"]["cpu"] == "none"
     machine = os.cpu_count() or 1
     (reason,) = zero["cpu_reports"]
