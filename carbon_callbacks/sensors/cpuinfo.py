@@ -185,9 +185,9 @@ def proc_stat_times(cpus: frozenset[int] | None = None) -> tuple[float, float]:
     if cpus is None:
         busy, total = _busy_total(_read_head(PROC_STAT, 512).split(b"\n", 1)[0])
         return float(busy), float(total)
-    # The per-CPU lines follow the first one, under 128 bytes each: no need to read the
-    # (long) interrupt counters after them.
-    lines = _read_head(PROC_STAT, 128 * (max(cpus) + 2)).split(b"\n")
+    # The per-CPU lines follow the first one, under 256 bytes each (ten counters of up to 20
+    # digits): no need to read the long interrupt counters after them.
+    lines = _read_head(PROC_STAT, 256 * (max(cpus) + 2)).split(b"\n")
     busy = total = 0
     seen = 0
     for line in lines[1:]:
