@@ -410,6 +410,7 @@ class CpuEstimateSensor:
         tdp_w, name = cpu_tdp_w(
             self.cpu_model, self.threads_per_socket, virtual_machine=self.virtual_machine
         )
+        package_w, _ = cpu_tdp_w(self.cpu_model, self.threads_per_socket)  # as on bare metal
         per_thread_w = _CONSTANTS[0]
         text = (
             f"TDP x load model for {self.cpu_model or 'an unknown CPU'!r} "
@@ -417,10 +418,10 @@ class CpuEstimateSensor:
         )
         if name is None:
             text += f"not in the TDP table, {tdp_w:g} W per package ({per_thread_w:g} W a thread)"
-        elif tdp_w < cpu_tdp_w(self.cpu_model, self.threads_per_socket)[0]:
+        elif tdp_w < package_w:
             text += (
                 f"a virtual machine, {tdp_w:g} W per package ({per_thread_w:g} W a vCPU, "
-                f"below the {cpu_tdp_w(self.cpu_model, 1)[0]:g} W of the host's {name!r})"
+                f"below the {package_w:g} W of the host's {name!r})"
             )
         else:
             text += f"{tdp_w:g} W per package ({name!r})"
