@@ -298,7 +298,7 @@ class BackgroundSink:
                     left = deadline - time.monotonic()
                     if left <= 0 or self._thread is None or not self._thread.is_alive():
                         break
-                    self._cond.wait(left)
+                    self._cond.wait(min(left, threading.TIMEOUT_MAX))
             finally:
                 self._flushing -= 1
             return not (self._queue or self._sending or self.failed or self.dropped)
@@ -404,7 +404,7 @@ class BackgroundSink:
                     left = ready_at - time.monotonic()
                     if left <= 0:
                         break
-                    self._cond.wait(left)
+                    self._cond.wait(min(left, threading.TIMEOUT_MAX))
                 batch = [self._queue.popleft() for _ in range(min(_MAX_BATCH, len(self._queue)))]
                 self._sending = batch
             began, cpu = time.monotonic(), time.thread_time()

@@ -69,6 +69,18 @@ def test_the_first_request_waits_min_interval_so_tags_go_with_the_first_metrics(
     sink.close()
 
 
+def test_waits_longer_than_the_os_allows_are_clamped_not_a_crash() -> None:
+    """A huge interval or flush timeout (1e300 s) once crashed the worker thread
+    (``OverflowError: timestamp out of range``): waits are capped at ``TIMEOUT_MAX``."""
+    sink = CostlySink(cpu_s=0.0, min_interval_s=1e300)
+    sink.log_metrics({"carbon/epoch_energy_kwh": 0.1}, step=0)
+    time.sleep(0.1)  # the worker now waits for the interval
+    assert sink.requests == [] and sink._thread is not None and sink._thread.is_alive()
+    assert sink.flush(1e300) is True  # sent at once, and the flush's own wait is capped too
+    assert len(sink.requests) == 1 and sink.errors.messages() == []
+    sink.close()
+
+
 def test_requests_are_spaced_by_their_cpu_cost_so_short_epochs_cost_few_requests() -> None:
     # 5 ms of CPU a request: the next one waits 5 ms / MAX_CPU_SHARE = 2.5 s (min_interval 0).
     sink = CostlySink(cpu_s=0.005, min_interval_s=0.0)
