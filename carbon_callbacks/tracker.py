@@ -283,6 +283,7 @@ class Tracker:
 
     def _count_node_cpus(self, node_cpus: NodeCpus) -> None:
         from carbon_callbacks.sensors import cpuinfo
+        from carbon_callbacks.sensors.detect import cpu_estimate_report
         from carbon_callbacks.sensors.estimate import CpuEstimateSensor
 
         cpu = self._sensors.get("cpu")
@@ -299,10 +300,7 @@ class Tracker:
         )
         self._sensors["cpu"] = node
         self.reports = [r for r in self.reports if r.component != "cpu"]
-        report = SensorReport(
-            "cpu", "TDP estimate", True, node.method, f"estimated: {node.describe()}"
-        )
-        self.reports.append(report)
+        self.reports.append(cpu_estimate_report(node))
 
     def _drop(self, component: Component, reason: str) -> None:
         sensor = self._sensors.pop(component, None)

@@ -13,6 +13,7 @@ from __future__ import annotations
 import functools
 import logging
 import os
+from collections.abc import Callable
 from dataclasses import dataclass
 
 logger = logging.getLogger(__name__)
@@ -29,7 +30,7 @@ class CpuQuota:
         cpus: the quota in CPUs (quota / period, e.g. 4.0 or 0.5), the smallest on the way
             from the process's group up to the root that is visible.
         usage_file: ``cpu.stat`` (v2, ``usage_usec``) or ``cpuacct.usage`` (v1, ns).
-        group: the group directory, for messages.
+        group: the directory of the group that sets the quota, for messages.
     """
 
     cpus: float
@@ -37,9 +38,13 @@ class CpuQuota:
     group: str
 
     def usage_s(self) -> float:
-        """CPU seconds used by the group so far (every process in it, children included)."""
-        with open(self.usage_file, "rb") as f:
-            text = f.read(4096)
+        """CPU seconds used by the group so far (every process in it, children included).
+        Read at every lap: raw system calls, a few microseconds."""
+        fd = os.open(self.usage_file, os.O_RDONLY)
+        try:
+            text = os.read(fd, 4096)
+        finally:
+            os.close(fd)
         if self.usage_file.endswith("cpu.stat"):
             for line in text.splitlines():
                 key, _, value = line.partition(b" ")
@@ -84,21 +89,44 @@ def _ancestors(mount: str, leaf: str) -> list[str]:
     return dirs
 
 
-def _v2(root: str, path: str) -> CpuQuota | None:
-    leaf = _group_dir(root, path)
-    if leaf is None:
-        return None
-    quotas = []
-    for directory in _ancestors(root, leaf):
+def _smallest(
+    mount: str, leaf: str, limit: Callable[[str], float | None]
+) -> tuple[float, str] | None:
+    """``(limit, group directory)``: the smallest `limit` of `leaf` and its ancestors up to
+    `mount` (``limit(directory)`` is None for "no limit"; a group without the files, such as
+    the root, is skipped)."""
+    found = []
+    for directory in _ancestors(mount, leaf):
         try:
-            quota, _, period = _read(os.path.join(directory, "cpu.max")).partition(" ")
+            value = limit(directory)
         except OSError:
-            continue  # the root group has no cpu.max
-        if quota != "max":
-            quotas.append(int(quota) / int(period or "100000"))
-    if not quotas:
-        return None
-    return CpuQuota(min(quotas), os.path.join(leaf, "cpu.stat"), leaf)
+            continue
+        if value is not None:
+            found.append((value, directory))
+    return min(found) if found else None
+
+
+def _v2_cpus(directory: str) -> float | None:
+    quota, _, period = _read(os.path.join(directory, "cpu.max")).partition(" ")
+    return None if quota == "max" else int(quota) / int(period or "100000")
+
+
+def _v1_cpus(directory: str) -> float | None:
+    quota = int(_read(os.path.join(directory, "cpu.cfs_quota_us")))
+    period = int(_read(os.path.join(directory, "cpu.cfs_period_us")))
+    return quota / period if quota > 0 and period > 0 else None
+
+
+# cgroup v1 says "no limit" with the largest page-aligned signed 64-bit number.
+_V1_UNLIMITED = 1 << 62
+
+
+def _memory_bytes(name: str) -> Callable[[str], float | None]:
+    def limit(directory: str) -> float | None:
+        text = _read(os.path.join(directory, name))
+        return int(text) if text != "max" and 0 < int(text) < _V1_UNLIMITED else None
+
+    return limit
 
 
 def _v1_group(root: str, mounts: tuple[str, ...], path: str) -> tuple[str, str] | None:
@@ -110,24 +138,10 @@ def _v1_group(root: str, mounts: tuple[str, ...], path: str) -> tuple[str, str] 
     return None if leaf is None else (mount, leaf)
 
 
-def _v1(root: str, cpu_path: str, acct_path: str) -> CpuQuota | None:
-    cpu = _v1_group(root, ("cpu,cpuacct", "cpu"), cpu_path)
-    acct = _v1_group(root, ("cpu,cpuacct", "cpuacct"), acct_path)
-    if cpu is None or acct is None:
-        return None
-    mount, leaf = cpu
-    quotas = []
-    for directory in _ancestors(mount, leaf):
-        try:
-            quota = int(_read(os.path.join(directory, "cpu.cfs_quota_us")))
-            period = int(_read(os.path.join(directory, "cpu.cfs_period_us")))
-        except OSError:
-            continue
-        if quota > 0 and period > 0:
-            quotas.append(quota / period)
-    if not quotas:
-        return None
-    return CpuQuota(min(quotas), os.path.join(acct[1], "cpuacct.usage"), leaf)
+def _hierarchy() -> tuple[str, bool, dict[str, str]]:
+    """``(root, cgroup v2 mounted there, {controller: path})``."""
+    root = os.environ.get(CGROUP_ROOT_ENV) or "/sys/fs/cgroup"
+    return root, os.path.exists(os.path.join(root, "cgroup.controllers")), _groups()
 
 
 @functools.cache
@@ -135,23 +149,27 @@ def cpu_quota() -> CpuQuota | None:
     """This process's CPU quota, or None when it has none (or this is not Linux, or the
     group cannot be read: logged at debug level). The group's CPU time is readable when a
     quota is returned."""
-    root = os.environ.get(CGROUP_ROOT_ENV) or "/sys/fs/cgroup"
     try:
-        groups = _groups()
-        if os.path.exists(os.path.join(root, "cgroup.controllers")):  # v2 mounted there
-            found = _v2(root, groups.get("", "/"))
+        root, v2, groups = _hierarchy()
+        if v2:
+            leaf = _group_dir(root, groups.get("", "/"))
+            cpu = None if leaf is None else (root, leaf)
+            usage = None if leaf is None else os.path.join(leaf, "cpu.stat")
         else:
-            found = _v1(root, groups.get("cpu", "/"), groups.get("cpuacct", "/"))
-        if found is not None:
-            found.usage_s()
-        return found
+            cpu = _v1_group(root, ("cpu,cpuacct", "cpu"), groups.get("cpu", "/"))
+            acct = _v1_group(root, ("cpu,cpuacct", "cpuacct"), groups.get("cpuacct", "/"))
+            usage = None if acct is None else os.path.join(acct[1], "cpuacct.usage")
+        if cpu is None or usage is None:
+            return None
+        found = _smallest(*cpu, _v2_cpus if v2 else _v1_cpus)
+        if found is None:
+            return None
+        quota = CpuQuota(found[0], usage, found[1])
+        quota.usage_s()
+        return quota
     except (OSError, ValueError) as exc:
         logger.debug("no CPU quota read: %s", exc)
         return None
-
-
-# cgroup v1 says "no limit" with the largest page-aligned signed 64-bit number.
-_V1_UNLIMITED = 1 << 62
 
 
 @functools.cache
@@ -159,26 +177,18 @@ def memory_limit() -> tuple[int, str] | None:
     """``(bytes, group directory)``: the smallest memory limit on the way from this process's
     group up to the root that is visible; None when there is none (or this is not Linux, or
     the group cannot be read: logged at debug level)."""
-    root = os.environ.get(CGROUP_ROOT_ENV) or "/sys/fs/cgroup"
     try:
-        groups = _groups()
-        if os.path.exists(os.path.join(root, "cgroup.controllers")):  # v2 mounted there
-            mount, leaf, name = root, _group_dir(root, groups.get("", "/")), "memory.max"
+        root, v2, groups = _hierarchy()
+        if v2:
+            leaf = _group_dir(root, groups.get("", "/"))
+            group = None if leaf is None else (root, leaf)
         else:
-            found = _v1_group(root, ("memory",), groups.get("memory", "/"))
-            mount, leaf = found if found is not None else (root, None)
-            name = "memory.limit_in_bytes"
-        if leaf is None:
+            group = _v1_group(root, ("memory",), groups.get("memory", "/"))
+        if group is None:
             return None
-        limits = []
-        for directory in _ancestors(mount, leaf):
-            try:
-                text = _read(os.path.join(directory, name))
-            except OSError:
-                continue  # the root group has no limit file
-            if text != "max" and 0 < int(text) < _V1_UNLIMITED:
-                limits.append((int(text), directory))
-        return min(limits) if limits else None
+        name = "memory.max" if v2 else "memory.limit_in_bytes"
+        found = _smallest(*group, _memory_bytes(name))
+        return None if found is None else (int(found[0]), found[1])
     except (OSError, ValueError) as exc:
         logger.debug("no memory limit read: %s", exc)
         return None

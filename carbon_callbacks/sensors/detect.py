@@ -122,16 +122,15 @@ def _cpu(rapl: RaplSensors | None, rapl_reason: str) -> tuple[Sensor, list[Senso
         return rapl.cpu, [SensorReport("cpu", "RAPL", True, RAPL, reason)]
     reports = [SensorReport("cpu", "RAPL", False, None, rapl_reason)]
     sensor = CpuEstimateSensor()
-    reports.append(
-        SensorReport(
-            "cpu",
-            "TDP estimate",
-            True,
-            ESTIMATE_TDP,
-            f"estimated: {sensor.describe()}",
-        )
-    )
+    reports.append(cpu_estimate_report(sensor))
     return sensor, reports
+
+
+def cpu_estimate_report(sensor: CpuEstimateSensor) -> SensorReport:
+    """The report line of a CPU estimate: its inputs, in words."""
+    return SensorReport(
+        "cpu", "TDP estimate", True, ESTIMATE_TDP, f"estimated: {sensor.describe()}"
+    )
 
 
 def _ram(rapl: RaplSensors | None, rapl_reason: str) -> tuple[Sensor | None, list[SensorReport]]:

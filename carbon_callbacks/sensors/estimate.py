@@ -188,6 +188,13 @@ def cpu_power_w(
 
     Raises:
         ValueError: `logical_cpus` is not an int >= 1, or `load` is NaN.
+
+    Example:
+        >>> gold = "Intel(R) Xeon(R) Gold 6248 CPU @ 2.50GHz"
+        >>> cpu_power_w(gold, 1.0, 40)  # doctest: +SKIP
+        150.0
+        >>> cpu_power_w(gold, 1.0, 4, virtual_machine=True)  # 4 vCPUs x 6 W  # doctest: +SKIP
+        24.0
     """
     if math.isnan(load):
         raise ValueError("load must be a number in [0, 1], got nan")

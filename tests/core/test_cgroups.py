@@ -50,7 +50,9 @@ def test_v2_the_smallest_quota_on_the_way_up(tree: Path) -> None:
     write(tree / "kubepods/pod1/c1/cpu.stat", "usage_usec 2500000\nuser_usec 2000000\n")
     quota = cgroups.cpu_quota()
     assert quota is not None
-    assert (quota.cpus, quota.usage_s(), quota.group) == (4.0, 2.5, str(tree / "kubepods/pod1/c1"))
+    # The limit is the pod's; the CPU time is the process's own group's.
+    assert (quota.cpus, quota.usage_s(), quota.group) == (4.0, 2.5, str(tree / "kubepods/pod1"))
+    assert quota.usage_file == str(tree / "kubepods/pod1/c1/cpu.stat")
 
 
 def test_v2_container_with_its_own_namespace(tree: Path) -> None:
