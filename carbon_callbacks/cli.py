@@ -124,6 +124,7 @@ def main(argv: Sequence[str] | None = None) -> int:
 
 def _detect(args: argparse.Namespace) -> int:
     from carbon_callbacks.hardware import hardware_metadata
+    from carbon_callbacks.outputs import emissions_unit
     from carbon_callbacks.tracker import Tracker
 
     with warnings.catch_warnings(record=True) as caught:
@@ -147,6 +148,7 @@ def _detect(args: argparse.Namespace) -> int:
         "intensity_kind": intensity.kind,
         "intensity_g_per_kwh": intensity.g_per_kwh,
         "intensity_source": intensity.source,
+        "intensity_basis": intensity.basis,
         "hardware": hw,
         "warnings": [str(w.message) for w in caught],
     }
@@ -161,8 +163,8 @@ def _detect(args: argparse.Namespace) -> int:
         print(f"  {mark} {s['component']:<3} {s['name']}{method}: {s['reason']}")
     print("Used: " + ", ".join(f"{c}={m}" for c, m in report["methods"].items()))
     print(
-        f"Location: {intensity.location} ({intensity.kind}), {intensity.g_per_kwh:g} g/kWh "
-        f"from {intensity.source}"
+        f"Location: {intensity.location} ({intensity.kind}), {intensity.g_per_kwh:g} "
+        f"g {emissions_unit(intensity.basis)}/kWh ({intensity.basis}) from {intensity.source}"
     )
     print(
         f"Hardware: {hw['cpu_model']} x{hw['cpu_count']}, RAM {hw['ram_gb']} GB, "

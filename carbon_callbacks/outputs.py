@@ -34,7 +34,20 @@ CONTRACT_TAGS = (
     "carbon.estimated",
     "carbon.nodes",
     "carbon.version",
+    "carbon.intensity_basis",
 )
+
+# The range of the run's energy and emissions, logged once when training ends.
+RANGE_KEYS = (
+    "carbon/energy_kwh_low",
+    "carbon/energy_kwh_high",
+    "carbon/emissions_kg_low",
+    "carbon/emissions_kg_high",
+)
+
+
+# Running totals: one value per step (a later fit into the same run never writes them twice).
+CUMULATIVE_KEYS = ("carbon/energy_kwh", "carbon/emissions_kg")
 
 
 def epoch_metrics(lap: Measurement, totals: Measurement) -> dict[str, float]:
@@ -60,6 +73,16 @@ def epoch_metrics(lap: Measurement, totals: Measurement) -> dict[str, float]:
     return metrics
 
 
+def interrupted_metrics(lap: Measurement) -> dict[str, float]:
+    """The epoch training stopped in (raised), under keys of its own: a resume logs that
+    epoch again, in full, under the per-epoch keys."""
+    return {
+        "carbon/interrupted_epoch_energy_kwh": lap.energy_kwh,
+        "carbon/interrupted_epoch_emissions_kg": lap.emissions_kg,
+        "carbon/interrupted_epoch_duration_s": lap.duration_s,
+    }
+
+
 def final_metrics(
     totals: Measurement, equivalents: Mapping[str, Equivalent] | None = None
 ) -> dict[str, float]:
@@ -68,6 +91,10 @@ def final_metrics(
         "carbon/energy_kwh": totals.energy_kwh,
         "carbon/emissions_kg": totals.emissions_kg,
         "carbon/duration_s": totals.duration_s,
+        "carbon/energy_kwh_low": totals.energy_kwh_low,
+        "carbon/energy_kwh_high": totals.energy_kwh_high,
+        "carbon/emissions_kg_low": totals.emissions_kg_low,
+        "carbon/emissions_kg_high": totals.emissions_kg_high,
     }
     for key, eq in (equivalents or {}).items():
         if key in MAIN_EQUIVALENTS:
@@ -87,6 +114,7 @@ def run_tags(
         "carbon.region": intensity.region or "",
         "carbon.cloud": intensity.cloud or "",
         "carbon.intensity_source": intensity.source,
+        "carbon.intensity_basis": intensity.basis,
         "carbon.intensity_kind": intensity.kind,
         "carbon.pue": f"{tracker.pue:g}",
         "carbon.cpu_method": methods["cpu"],
@@ -113,11 +141,17 @@ def summary(
     title: str = "carbon-callbacks",
 ) -> str:
     """A short plain-text summary of a run: totals, how each part was obtained, equivalents."""
+    unit = emissions_unit(totals.intensity_basis)
+    kind = "estimated" if totals.estimated else "measured"
+    effective = " effective" if totals.mixed_intensity else ""
     lines = [
-        f"{title}: {totals.energy_kwh:.6g} kWh, {totals.emissions_kg:.6g} kg CO2eq "
+        f"{title}: {totals.energy_kwh:.6g} kWh"
+        f"{_range(totals.energy_kwh_low, totals.energy_kwh_high, kind)}, "
+        f"{totals.emissions_kg:.6g} kg {unit}"
+        f"{_range(totals.emissions_kg_low, totals.emissions_kg_high, kind)} "
         f"in {totals.duration_s:.1f} s "
-        f"(intensity {totals.intensity_g_per_kwh:g} g/kWh, {totals.intensity_source}; "
-        f"PUE {totals.pue:g})",
+        f"(intensity {totals.intensity_g_per_kwh:.4g} g {unit}/kWh{effective}, "
+        f"{totals.intensity_basis}, {totals.intensity_source}; PUE {totals.pue:.4g})",
     ]
     for component, method in (
         ("CPU", totals.cpu_method),
@@ -133,3 +167,15 @@ def summary(
     if totals.errors:
         lines.append(f"  {len(totals.errors)} measurement problem(s): " + "; ".join(totals.errors))
     return "\n".join(lines)
+
+
+def emissions_unit(basis: str) -> str:
+    """``"CO2"`` for an intensity that counts combustion CO2 only, else ``"CO2eq"``."""
+    return "CO2" if basis == "co2-only" else "CO2eq"
+
+
+def _range(low: float, high: float, kind: str) -> str:
+    """`` (0.015–0.03, estimated)``, or nothing when the value is exact."""
+    if low == high:
+        return ""
+    return f" ({low:.2g}–{high:.2g}, {kind})"

@@ -21,7 +21,14 @@ from typing import Any, TypeVar
 from carbon_callbacks.delivery import FLUSH_TIMEOUT_ENV, Ledger, Sink, flush_timeout_s, sink_id
 from carbon_callbacks.equivalents import Equivalent, equivalents
 from carbon_callbacks.measurement import Measurement
-from carbon_callbacks.outputs import epoch_metrics, final_metrics, run_tags, summary
+from carbon_callbacks.outputs import (
+    CUMULATIVE_KEYS,
+    epoch_metrics,
+    final_metrics,
+    interrupted_metrics,
+    run_tags,
+    summary,
+)
 from carbon_callbacks.prediction import Prediction, predict_run
 from carbon_callbacks.regions import advice_line, greener_region_tag
 from carbon_callbacks.tracker import Tracker
@@ -29,6 +36,10 @@ from carbon_callbacks.tracker import Tracker
 logger = logging.getLogger(__name__)
 
 T = TypeVar("T")
+
+Plan = Callable[[int, float], "tuple[float, str] | None"]
+"""``plan(epoch, mean_epoch_s)``: the epochs the run will have when it ends, and the limit
+that ends it (``"max_steps"``...), or None when only the configured epochs are known."""
 
 
 class CarbonSession:
@@ -79,6 +90,16 @@ class CarbonSession:
         self._restored = False
         self._last_epoch: int | None = None
         self._backed: dict[int, str] = {}  # id(sink) -> sink id, for journal-backed sinks
+        # One run, one total: a later fit into the same run continues its totals and steps.
+        self._cumulative_upto = -1  # the last step at which the cumulative keys were written
+        self._step_offset = 0  # added to the framework's epoch (a new Trainer, same run)
+        self._first_epoch = True  # no epoch ended yet in this fit
+        self._targets: frozenset[str] = frozenset()  # the runs the sinks write to
+        self._last_run: dict[str, Any] | None = None  # what the previous fit ended with
+        # The prediction's inputs: the epochs measured in this process, and the plan.
+        self._measured: Measurement | None = None
+        self._measured_epochs = 0
+        self._plan: Plan | None = None
 
     @property
     def active(self) -> bool:
@@ -96,6 +117,7 @@ class CarbonSession:
         world_size: int | None = None,
         is_logging_rank: bool | None = None,
         total_epochs: int | None = None,
+        plan: Plan | None = None,
     ) -> None:
         """Start measuring and tag the run.
 
@@ -109,16 +131,16 @@ class CarbonSession:
                 only once training starts).
             total_epochs: the epochs the run is configured for, when known: after
                 `predict_after` epochs the whole run's energy and emissions are predicted.
+            plan: given the epoch that just ended and the mean duration of the epochs
+                measured (s), ``(epochs the run will have, the limit that ends it)`` (see
+                `carbon_callbacks.prediction`: a step or time limit may end training before
+                `total_epochs`); None, or a plan returning None: `total_epochs`.
         """
         self.total_epochs = total_epochs if total_epochs and total_epochs > 0 else None
+        self._plan = plan
         self.prediction = None
         if self._active:  # the previous run never ended (the framework raised): close it
             self.end()
-        if not self._restored:
-            self._next_step = 0
-        self._last_epoch = self._next_step - 1 if self._next_step else None
-        self._restored = False
-        self.summary_text, self.totals, self.undelivered = None, None, []
         if sinks is not None:
             self.sinks = list(sinks)
         if is_logging_rank is not None:
@@ -126,6 +148,12 @@ class CarbonSession:
         if not self.is_logging_rank:
             self.sinks = []
             self.tracker.output_dir = None  # global rank 0 alone writes the journal
+        self._continue_or_reset()
+        self._last_epoch = self._next_step - 1 if self._next_step else None
+        self._restored = False
+        self._first_epoch = True
+        self._measured, self._measured_epochs = None, 0
+        self.summary_text, self.totals, self.undelivered = None, None, []
         for sink in self.sinks:
             bind = getattr(sink, "bind_errors", None)
             if callable(bind):
@@ -145,39 +173,92 @@ class CarbonSession:
             tags.update(extra_tags or {})
             self._send_all("log_tags", tags)
 
+    def _continue_or_reset(self) -> None:
+        """A fit into the run the previous fit of this session wrote to continues it: its
+        totals, journal and steps carry on (the run's cumulative keys keep counting, and no
+        step gets a second value). A checkpoint restored by `load_state_dict` continues too.
+        Anything else starts afresh."""
+        self._targets = self._sink_targets()
+        last, self._last_run = self._last_run, None
+        if self._restored:
+            self._cumulative_upto = self._next_step - 1
+            return
+        if last is not None and self._targets and self._targets == last["targets"]:
+            self.tracker.load_state_dict(last["tracker"])
+            self._next_step = last["next_step"]
+            self._cumulative_upto = last["cumulative_upto"]
+            return
+        self._next_step, self._cumulative_upto, self._step_offset = 0, -1, 0
+
     def epoch_end(self, epoch: int) -> Measurement | None:
-        """Take a lap and log it with ``step = epoch`` (0-based); None if nothing was measured."""
+        """Take a lap and log it with ``step = epoch`` (0-based); None if nothing was measured.
+
+        In a later fit into the same run whose epochs start again below the run's last step
+        (a new Trainer), the steps continue from there instead.
+        """
         if not self._active:
             return None
+        if self._first_epoch:
+            self._first_epoch = False
+            if epoch + self._step_offset < self._next_step - 1:
+                self._step_offset = self._next_step - epoch
+        step = epoch + self._step_offset
         lap = self._guard("tracker:lap", self.tracker.lap)
-        self._next_step = max(self._next_step, epoch + 1)
-        self._last_epoch = epoch
+        self._next_step = max(self._next_step, step + 1)
+        self._last_epoch = step
         totals = self.tracker.totals
         if lap is None or totals is None:
             return lap
+        self._measured = lap if self._measured is None else self._measured + lap
+        self._measured_epochs += 1
         if self.sinks:
             metrics = self._guard("metrics", lambda: epoch_metrics(lap, totals))
             if metrics is not None:
-                self._send_all("log_metrics", metrics, epoch)
-        self._predict(epoch, totals)
+                if step <= self._cumulative_upto:  # already written there: one value a step
+                    for key in CUMULATIVE_KEYS:
+                        metrics.pop(key, None)
+                self._send_all("log_metrics", metrics, step)
+        self._predict(epoch, step, totals)
         return lap
 
-    def _predict(self, epoch: int, totals: Measurement) -> None:
-        """Once `predict_after` epochs are done: log and print the whole run's prediction."""
-        total, done = self.total_epochs, epoch + 1  # totals include epochs restored on resume
-        if self.prediction is not None or total is None or not self.predict_after <= done < total:
+    def _predict(self, epoch: int, step: int, totals: Measurement) -> None:
+        """Once `predict_after` epochs are measured: log and print the whole run's prediction."""
+        if self.prediction is not None or self._measured_epochs < self.predict_after:
             return
-        self.prediction = self._guard("prediction", lambda: predict_run(totals, done, total))
+        done = epoch + 1  # totals include epochs restored on resume
+        planned = self._guard("prediction", lambda: self._planned(epoch))
+        if planned is None or not done < planned[0]:
+            return
+        measured, count = self._measured, self._measured_epochs
+        self.prediction = self._guard(
+            "prediction",
+            lambda: predict_run(
+                totals, done, planned[0], measured=measured, measured_epochs=count,
+                limit=planned[1],
+            ),
+        )  # fmt: skip
         if self.prediction is None or not self.is_logging_rank:
             return
         line = self.prediction.line()
         logger.info("%s", line)
         if self.print_summary:
             print(line, flush=True)
-        self._send_all("log_metrics", self.prediction.metrics(), epoch)
+        self._send_all("log_metrics", self.prediction.metrics(), step)
 
-    def end(self) -> Measurement | None:
-        """Stop measuring, log the totals (step = number of epochs), summarize, flush sinks."""
+    def _planned(self, epoch: int) -> tuple[float, str] | None:
+        if self._plan is not None and self._measured is not None:
+            planned = self._plan(epoch, self._measured.duration_s / self._measured_epochs)
+            if planned is not None:
+                return planned
+        return None if self.total_epochs is None else (float(self.total_epochs), "epochs")
+
+    def end(self, *, interrupted: bool = False) -> Measurement | None:
+        """Stop measuring, log the totals (step = number of epochs), summarize, flush sinks.
+
+        With `interrupted` (training raised) the run's metrics are left as its last epoch
+        wrote them: a resume into the same run continues from its checkpoint and writes the
+        totals then (see `fail`). The summary and the journal have the whole total.
+        """
         if not self._active:
             return self.totals
         self._active = False
@@ -187,21 +268,33 @@ class CarbonSession:
         if totals is not None:
             eqs = self._guard("equivalents", lambda: equivalents(totals)) or {}
             self._advise(totals)
-        if totals is not None and self.sinks:
+        if totals is not None and self.sinks and not interrupted:
             final = self._guard("metrics", lambda: final_metrics(totals, eqs))
             if final is not None:
                 self._send_all("log_metrics", final, self._next_step)
+                self._cumulative_upto = self._next_step
+        self._last_run = {
+            "tracker": self.tracker.state_dict(),
+            "targets": self._targets,
+            "next_step": self._next_step,
+            "cumulative_upto": self._cumulative_upto,
+        }
         self._close_sinks()
         if totals is not None and self.is_logging_rank:
             self._summarize(totals, eqs)
         return totals
 
     def fail(self, exc: BaseException, epoch: int | None = None) -> Measurement | None:
-        """Training raised `exc`: log the partial epoch (if `epoch` is given), then `end()`.
+        """Training raised `exc`: log the interrupted epoch (if `epoch` is given), then end.
 
-        Never raises, so the framework's own error propagates unchanged. An `epoch` already
-        logged (the error came after its end) is not logged twice: the time since goes into
-        the totals only.
+        The rule for a crash, so that a resume into the same run never writes a step twice
+        and the run's totals stay the sum of its epochs: the interrupted epoch is logged under
+        its own keys, ``carbon/interrupted_epoch_energy_kwh``, ``…_emissions_kg`` and
+        ``…_duration_s`` (step = that epoch), and the journal marks its lap
+        ``"interrupted"``; the cumulative and end-of-training keys are not written (a resume
+        from the last checkpoint logs that epoch again, in full, and the totals then). Never
+        raises, so the framework's own error propagates unchanged. An `epoch` already logged
+        (the error came after its end) is not logged again.
         """
         if not self._active:
             return self.totals
@@ -211,15 +304,31 @@ class CarbonSession:
         )
         # Other ranks may never reach another lap: summing with them would wait for them.
         self.tracker.local_only(f"training raised {type(exc).__name__} on this process")
-        if epoch is not None and (self._last_epoch is None or epoch > self._last_epoch):
-            self.epoch_end(epoch)
-        return self.end()
+        step = None if epoch is None else epoch + self._step_offset
+        if step is not None and (self._last_epoch is None or step > self._last_epoch):
+            lap = self._guard("tracker:lap", lambda: self.tracker.lap(interrupted=True))
+            if lap is not None and self.sinks:
+                metrics = self._guard("metrics", lambda: interrupted_metrics(lap))
+                if metrics is not None:
+                    self._send_all("log_metrics", metrics, step)
+        return self.end(interrupted=True)
 
     # -- checkpoints -----------------------------------------------------------------------------
 
-    def state_dict(self) -> dict[str, Any]:
-        """Totals and epoch count, to save in a checkpoint."""
-        return {"tracker": self.tracker.state_dict(), "next_step": self._next_step}
+    def state_dict(self, *, collective: bool = False) -> dict[str, Any]:
+        """Totals as of now (a checkpoint saved inside an epoch includes its part of it),
+        the epoch count and the step offset, to save in a checkpoint.
+
+        Args:
+            collective: every rank calls this at the same time (Lightning), so the energy
+                since the last epoch end can be summed over ranks; otherwise under
+                distributed training the totals of the last epoch end are saved.
+        """
+        return {
+            "tracker": self.tracker.state_dict(current=True, collective=collective),
+            "next_step": self._next_step,
+            "step_offset": self._step_offset,
+        }
 
     def load_state_dict(self, state: Mapping[str, Any]) -> None:
         """Continue from `state_dict()`: the totals carry on (applied at `begin` if not begun)."""
@@ -227,6 +336,7 @@ class CarbonSession:
         if tracker_state is not None:
             self.tracker.load_state_dict(tracker_state)
         self._next_step = int(state.get("next_step", 0))
+        self._step_offset = int(state.get("step_offset", 0))
         self._restored = True
 
     # -- internals -------------------------------------------------------------------------------
@@ -271,6 +381,15 @@ class CarbonSession:
                     f"{FLUSH_TIMEOUT_ENV})",
                 )
             self._to_sink(sink, "close")
+
+    def _sink_targets(self) -> frozenset[str]:
+        """The ids of the runs the journal-backed sinks write to (see `sink_id`)."""
+        ids = set()
+        for sink in self.sinks:
+            target = self._guard("sink:target", getattr(sink, "target", lambda: None))
+            if target:
+                ids.add(sink_id(target))
+        return frozenset(ids)
 
     def _start_tracker(self) -> bool:
         self.tracker.start()

@@ -22,13 +22,15 @@ from carbon_callbacks.errors import (
 )
 from carbon_callbacks.intensity import Intensity, resolve
 from carbon_callbacks.journal import JOURNAL_SUFFIX, Journal
-from carbon_callbacks.measurement import Measurement
+from carbon_callbacks.measurement import Measurement, merge_method
 from carbon_callbacks.sensors.base import (
+    METHOD_DESCRIPTIONS,
     NONE,
     Component,
     PollingSensor,
     Sensor,
     SensorReport,
+    energy_bounds,
 )
 from carbon_callbacks.units import G_PER_KG, J_PER_KWH
 
@@ -172,6 +174,8 @@ class Tracker:
         self.run_id: str | None = None
         self._running = False
         self._pending_state: Mapping[str, Any] | None = None
+        self._run_methods: dict[Component, str] | None = None
+        self._lap_kind = "epoch"
         self._reset_totals()
 
     # -- set-up --------------------------------------------------------------------------
@@ -349,7 +353,19 @@ class Tracker:
 
     @property
     def methods(self) -> dict[Component, str]:
-        """The method of each component (``"none"`` when not counted)."""
+        """The method of each component (``"none"`` when not counted); once a run with a
+        reducer has started, those of all its ranks (``"rapl+estimate-tdp"`` when another
+        node estimates what this one measures)."""
+        if self._run_methods is not None:
+            return dict(self._run_methods)
+        return self._local_methods()
+
+    @property
+    def local_methods(self) -> dict[Component, str]:
+        """The method of each component in this process alone (``"none"`` when not counted)."""
+        return self._local_methods()
+
+    def _local_methods(self) -> dict[Component, str]:
         return {c: (self._sensors[c].method if c in self._sensors else NONE) for c in COMPONENTS}
 
     @property
@@ -384,11 +400,6 @@ class Tracker:
             self._apply_state(pending)
             run_id = run_id or pending.get("run_id")
         self.run_id = run_id or os.urandom(16).hex()
-        if self._reducer is not None:
-            gpu = self._sensors.get("gpu")
-            gpus = 0 if gpu is None else getattr(gpu, "device_count", 1)
-            nodes, world, gpus = self._reducer([1.0 if self._counts_node else 0.0, 1.0, gpus])
-            self.nodes, self.world_size, self.gpu_count = round(nodes), round(world), round(gpus)
         now = self._clock()
         for component, sensor in list(self._sensors.items()):
             try:
@@ -397,7 +408,10 @@ class Tracker:
                 self.errors.record(f"start:{component}", f"{component} sensor failed: {exc}")
                 del self._sensors[component]
         self._last_j = dict.fromkeys(self._sensors, 0.0)
-        self._methods = self.methods
+        self._methods = self._local_methods()
+        self._run_methods = None
+        if self._reducer is not None:
+            self._start_collective()
         self._lap_start = now
         self._lap_wall_start = self._wall_clock()
         self._open_journal()
@@ -419,8 +433,13 @@ class Tracker:
             "reduce:stopped", f"{reason}: from here on, the measurements of this process only"
         )
 
-    def lap(self) -> Measurement:
-        """The measurement since the previous lap (or start), added to the totals."""
+    def lap(self, *, interrupted: bool = False) -> Measurement:
+        """The measurement since the previous lap (or start), added to the totals.
+
+        Args:
+            interrupted: the lap ends where training raised: the journal marks it so, and
+                it does not take a lap number (a resume numbers that epoch's lap again).
+        """
         if not self._running:
             raise RuntimeError("Tracker.lap() called before start()")
         errors: list[str] = []
@@ -434,15 +453,16 @@ class Tracker:
         now = self._clock()
         wall = self._wall_clock()
         energy_kwh = self._read(now, errors, commit=True)
+        bounds = self._bounds(energy_kwh)
         if self._reducer is not None:
-            energy_kwh = self._reduce(energy_kwh)
-        m = self._measurement(energy_kwh, self._lap_start, now, self._lap_wall_start, wall, errors)
+            energy_kwh, bounds = self._reduce(energy_kwh, bounds)
+        m = self._measurement(
+            energy_kwh, bounds, self._lap_start, now, self._lap_wall_start, wall, errors
+        )
         self._lap_start = now
         self._lap_wall_start = wall
         self._totals = m if self._totals is None else self._totals + m
-        index = self.lap_count
-        self.lap_count += 1
-        self._write_lap(index, m)
+        self._write_lap(m, "interrupted" if interrupted else self._lap_kind)
         return m
 
     def peek(self) -> Measurement:
@@ -450,12 +470,7 @@ class Tracker:
         added to the totals or journaled (for progress displays; no reduce across ranks)."""
         if not self._running:
             raise RuntimeError("Tracker.peek() called before start()")
-        now = self._clock()
-        errors: list[str] = []
-        energy_kwh = self._read(now, errors, commit=False)
-        return self._measurement(
-            energy_kwh, self._lap_start, now, self._lap_wall_start, self._wall_clock(), errors
-        )
+        return self._since_last_lap(reduce=False)
 
     def _read(
         self, now: float, errors: list[str], *, commit: bool
@@ -481,7 +496,11 @@ class Tracker:
         """Take the final lap, close the journal, and return the run's totals."""
         if not self._running:
             raise RuntimeError("Tracker.stop() called before start()")
-        self.lap()
+        self._lap_kind = "final"
+        try:
+            self.lap()
+        finally:
+            self._lap_kind = "epoch"
         self._running = False
         if self._guard is not None:
             self._guard.stop()
@@ -514,14 +533,40 @@ class Tracker:
         if self._running:
             self.stop()
 
-    def state_dict(self) -> dict[str, Any]:
-        """Totals so far, to save in a checkpoint and continue from with `load_state_dict`."""
+    def state_dict(self, *, current: bool = False, collective: bool = False) -> dict[str, Any]:
+        """Totals so far, to save in a checkpoint and continue from with `load_state_dict`.
+
+        Args:
+            current: include the energy since the last lap (a checkpoint saved inside an
+                epoch: the resumed run carries it in its totals, not in that epoch's lap).
+                Nothing is journaled and the next lap is unchanged.
+            collective: with a reducer, every rank is calling this now, so that energy is
+                summed over ranks; without `collective` a distributed run saves the totals
+                of the last lap (summing one rank's part would undercount).
+        """
         totals = self.totals
+        if current and self._running and (self._reducer is None or collective):
+            since = self._since_last_lap(reduce=True)
+            totals = since if totals is None else totals + since
         return {
             "run_id": self.run_id,
             "lap_count": self.lap_count,
             "totals": None if totals is None else _fields(totals),
         }
+
+    def _since_last_lap(self, *, reduce: bool) -> Measurement:
+        """The energy since the last lap, without moving the lap's starting point; with
+        `reduce` and a reducer, summed over ranks (a collective)."""
+        now = self._clock()
+        errors: list[str] = []
+        energy_kwh = self._read(now, errors, commit=False)
+        bounds = self._bounds(energy_kwh)
+        if reduce and self._reducer is not None:
+            energy_kwh, bounds = self._reduce(energy_kwh, bounds)
+        return self._measurement(
+            energy_kwh, bounds, self._lap_start, now, self._lap_wall_start,
+            self._wall_clock(), errors,
+        )  # fmt: skip
 
     def load_state_dict(self, state: Mapping[str, Any]) -> None:
         """Continue a run saved by `state_dict`: totals and lap numbering carry on.
@@ -536,6 +581,9 @@ class Tracker:
 
     def _apply_state(self, state: Mapping[str, Any]) -> None:
         totals = state.get("totals")
+        if totals is not None:
+            # A checkpoint written before the basis was recorded: this run's basis.
+            totals = {"intensity_basis": self.intensity.basis, **totals}
         self._offset = None if totals is None else Measurement(**_measurement_args(totals))
         self._totals = None
         self.lap_count = int(state.get("lap_count", 0))
@@ -551,24 +599,58 @@ class Tracker:
         except Exception as exc:  # a collective of the framework's process group
             self.errors.record("reduce", f"summing over ranks failed, this rank only: {exc}")
 
+    def _bounds(self, energy_kwh: Mapping[Component, float | None]) -> tuple[float, float]:
+        """The range of this process's energy before PUE, from each component's method."""
+        low = high = 0.0
+        methods = self._methods
+        for component, kwh in energy_kwh.items():
+            if kwh is not None:
+                lo, hi = energy_bounds(methods[component], kwh)
+                low += lo
+                high += hi
+        return low, high
+
+    def _start_collective(self) -> None:
+        """One sum over all ranks at start: nodes, processes and GPUs of the run, and the
+        methods every rank uses. Labels are exchanged as counts over the known labels, so a
+        custom sensor's own label stays this rank's; this rank's label comes first."""
+        assert self._reducer is not None
+        gpu = self._sensors.get("gpu")
+        gpus = 0 if gpu is None else getattr(gpu, "device_count", 1)
+        local = self._methods
+        known = [m for m in METHOD_DESCRIPTIONS if m != NONE]
+        flags = [1.0 if m in local[c].split("+") else 0.0 for c in COMPONENTS for m in known]
+        summed = self._reducer([1.0 if self._counts_node else 0.0, 1.0, float(gpus), *flags])
+        self.nodes, self.world_size, self.gpu_count = (round(v) for v in summed[:3])
+        joined: dict[Component, str] = {}
+        for i, c in enumerate(COMPONENTS):
+            label = local[c]
+            for j, m in enumerate(known):
+                if summed[3 + i * len(known) + j] > 0:
+                    label = merge_method(label, m)
+            joined[c] = label
+        self._run_methods = joined
+
     def _reduce(
-        self, energy_kwh: Mapping[Component, float | None]
-    ) -> dict[Component, float | None]:
-        """Sum each component over all ranks; None where no rank counted it."""
+        self, energy_kwh: Mapping[Component, float | None], bounds: tuple[float, float]
+    ) -> tuple[dict[Component, float | None], tuple[float, float]]:
+        """Sum each component and the range over all ranks; None where no rank counted it."""
         assert self._reducer is not None
         local = [energy_kwh.get(c) for c in COMPONENTS]
         vector = [v or 0.0 for v in local] + [0.0 if v is None else 1.0 for v in local]
         try:
-            summed = self._reducer(vector)
+            summed = self._reducer([*vector, *bounds])
         except Exception as exc:  # a collective of the framework's process group
             self.errors.record("reduce", f"summing over ranks failed, this rank only: {exc}")
-            return dict(energy_kwh)
+            return dict(energy_kwh), bounds
         n = len(COMPONENTS)
-        return {c: (summed[i] if summed[n + i] > 0 else None) for i, c in enumerate(COMPONENTS)}
+        energies = {c: (summed[i] if summed[n + i] > 0 else None) for i, c in enumerate(COMPONENTS)}
+        return energies, (summed[2 * n], summed[2 * n + 1])
 
     def _measurement(
         self,
         energy_kwh: Mapping[Component, float | None],
+        bounds: tuple[float, float],
         start: float,
         end: float,
         wall_start: float,
@@ -579,9 +661,12 @@ class Tracker:
         gpu = energy_kwh.get("gpu")
         ram = energy_kwh.get("ram")
         it_kwh = (cpu or 0.0) + (gpu or 0.0) + (ram or 0.0)
-        facility_kwh = it_kwh * self.pue
+        pue = self.pue
+        facility_kwh = it_kwh * pue
         intensity = self.intensity
-        methods = self._methods
+        g_per_kg = intensity.g_per_kwh / G_PER_KG
+        methods = self._run_methods or self._methods
+        low_kwh, high_kwh = bounds[0] * pue, bounds[1] * pue
         return Measurement(
             start_time=wall_start,
             end_time=wall_end,
@@ -590,15 +675,20 @@ class Tracker:
             cpu_energy_kwh=cpu,
             gpu_energy_kwh=gpu,
             ram_energy_kwh=ram,
-            emissions_kg=facility_kwh * intensity.g_per_kwh / G_PER_KG,
+            emissions_kg=facility_kwh * g_per_kg,
             intensity_g_per_kwh=intensity.g_per_kwh,
             intensity_source=intensity.source,
             intensity_year=intensity.year,
-            pue=self.pue,
+            pue=pue,
             cpu_method=methods["cpu"],
             gpu_method=methods["gpu"],
             ram_method=methods["ram"],
             errors=tuple(errors),
+            intensity_basis=intensity.basis,
+            energy_kwh_low=min(low_kwh, facility_kwh),
+            energy_kwh_high=max(high_kwh, facility_kwh),
+            emissions_kg_low=min(low_kwh, facility_kwh) * g_per_kg,
+            emissions_kg_high=max(high_kwh, facility_kwh) * g_per_kg,
         )
 
     def _open_journal(self) -> None:
@@ -622,6 +712,7 @@ class Tracker:
                 "time": self._lap_wall_start,
                 "intensity_g_per_kwh": self.intensity.g_per_kwh,
                 "intensity_source": self.intensity.source,
+                "intensity_basis": self.intensity.basis,
                 "intensity_kind": self.intensity.kind,
                 "location": self.intensity.location,
                 "pue": self.pue,
@@ -661,9 +752,15 @@ class Tracker:
         record = {"type": "error", "cause": cause, "message": message}
         self.journal_append({**record, "time": self._wall_clock()})
 
-    def _write_lap(self, index: int, m: Measurement) -> None:
+    def _write_lap(self, m: Measurement, kind: str) -> None:
+        """Journal a lap: an ``"epoch"`` takes the next lap number; the ``"final"`` lap of
+        `stop()` and an ``"interrupted"`` one keep the number the next epoch will have."""
+        index = self.lap_count
+        if kind == "epoch":
+            self.lap_count += 1
         if self._journal is not None:
-            self._append({"type": "lap", "run_id": self.run_id, "lap": index, **_fields(m)})
+            record = {"type": "lap", "run_id": self.run_id, "lap": index, "kind": kind}
+            self._append({**record, **_fields(m)})
 
     def _append(self, record: dict[str, Any]) -> None:
         assert self._journal is not None

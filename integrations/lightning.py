@@ -6,6 +6,7 @@ callback is accepted by both trainers).
 
 from __future__ import annotations
 
+import math
 from typing import TYPE_CHECKING, Any
 
 from carbon_callbacks.distributed import apply_roles, roles_from_lightning
@@ -74,7 +75,11 @@ class CarbonCallback(SessionCallback, Callback):
             report_found("lightning", sinks)
         max_epochs = trainer.max_epochs if isinstance(trainer.max_epochs, int) else None
         # carbon.nodes, carbon.world_size: the tracker's
-        self.session.begin(sinks=sinks, total_epochs=max_epochs)
+        self.session.begin(
+            sinks=sinks,
+            total_epochs=max_epochs,
+            plan=lambda epoch, mean_s: _plan(trainer, epoch, mean_s),
+        )
 
     def on_train_epoch_end(self, trainer: Any, pl_module: Any) -> None:
         self.session.epoch_end(int(trainer.current_epoch))
@@ -86,7 +91,9 @@ class CarbonCallback(SessionCallback, Callback):
         self.session.fail(exception, epoch=int(trainer.current_epoch))
 
     def state_dict(self) -> dict[str, Any]:
-        return self.session.state_dict()
+        # Lightning asks every rank for its callbacks' state when it saves a checkpoint, so
+        # the energy since the last epoch end can be summed over ranks here.
+        return self.session.state_dict(collective=True)
 
     def load_state_dict(self, state_dict: dict[str, Any]) -> None:
         self.session.load_state_dict(state_dict)
@@ -107,23 +114,48 @@ for _hook in (
 del _hook
 
 
-def _logger_types(name: str) -> tuple[type, ...]:
-    """Lightning's logger class `name` from whichever Lightning package is imported."""
+_LOGGERS = ("lightning.pytorch.loggers", "pytorch_lightning.loggers")
+
+
+def _plan(trainer: Any, epoch: int, mean_epoch_s: float) -> tuple[float, str] | None:
+    """The epochs the run will have when it ends, and the limit that ends it first:
+    ``max_epochs``, ``max_steps`` (optimizer steps, in epochs: may be fractional) or
+    ``max_time`` (the time Lightning's `Timer` has left, at the mean epoch measured)."""
+    plans: list[tuple[float, str]] = []
+    max_epochs = trainer.max_epochs
+    if isinstance(max_epochs, int) and max_epochs > 0:
+        plans.append((float(max_epochs), "max_epochs"))
+    max_steps = trainer.max_steps
+    batches = trainer.num_training_batches
+    if isinstance(max_steps, int) and max_steps > 0 and 0 < batches < math.inf:
+        steps_per_epoch = math.ceil(batches / max(1, int(trainer.accumulate_grad_batches)))
+        plans.append((max_steps / steps_per_epoch, "max_steps"))
+    timers = _types("lightning.pytorch.callbacks", "pytorch_lightning.callbacks", "Timer")
+    for callback in trainer.callbacks:
+        if timers and isinstance(callback, timers):
+            left_s = callback.time_remaining("train")
+            if left_s is not None and mean_epoch_s > 0:
+                plans.append((epoch + 1 + left_s / mean_epoch_s, "max_time"))
+    return min(plans) if plans else None
+
+
+def _types(module_a: str, module_b: str, name: str) -> tuple[type, ...]:
+    """Lightning's class `name` from whichever of the two Lightning packages is imported."""
     import sys
 
     types = []
-    for module_name in ("lightning.pytorch.loggers", "pytorch_lightning.loggers"):
+    for module_name in (module_a, module_b):
         module = sys.modules.get(module_name)
-        logger_type = getattr(module, name, None)
-        if isinstance(logger_type, type):
-            types.append(logger_type)
+        found = getattr(module, name, None)
+        if isinstance(found, type):
+            types.append(found)
     return tuple(types)
 
 
 def _find_sinks(trainer: Any) -> list[Sink]:
     """One sink per `MLFlowLogger` (the run it logs to) and `CometLogger` (its experiment)."""
-    mlflow_types = _logger_types("MLFlowLogger")
-    comet_types = _logger_types("CometLogger")
+    mlflow_types = _types(*_LOGGERS, "MLFlowLogger")
+    comet_types = _types(*_LOGGERS, "CometLogger")
     sinks: list[Sink] = []
     for logger in getattr(trainer, "loggers", []):
         sink: Sink | None = None

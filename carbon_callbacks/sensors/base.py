@@ -104,4 +104,39 @@ class PollingSensor(Sensor, Protocol):
 
 
 def is_estimate(method: str) -> bool:
-    return method in ESTIMATED_METHODS
+    """True when `method`, or any part of a merged label (``"rapl+estimate-tdp"``: another
+    rank estimated what this one measured), is an estimate."""
+    if method in ESTIMATED_METHODS:
+        return True
+    return "+" in method and any(part in ESTIMATED_METHODS for part in method.split("+"))
+
+
+# The range each method's energy is known to: the true energy lies within
+# [value x low, value x high]. The figures and their sources are in docs/methodology.md.
+METHOD_ERROR_BOUNDS: dict[str, tuple[float, float]] = {
+    RAPL: (0.95, 1.05),
+    NVML_ENERGY: (0.95, 1.05),
+    NVML_POWER: (0.9, 1.1),
+    ESTIMATE_TDP: (0.8, 1.25),
+    ESTIMATE_RAM: (0.5, 2.0),
+    CONSTANT: (1.0, 1.0),  # the user's own watts: exact by definition
+    NONE: (1.0, 1.0),
+}
+_UNKNOWN_BOUNDS = (0.5, 2.0)  # a method without a documented figure (a custom sensor)
+
+
+def error_bounds(method: str) -> tuple[float, float]:
+    """``(low, high)`` factors of `method`; a merged label (``"rapl+estimate-tdp"``) takes
+    the widest of its parts."""
+    bounds = METHOD_ERROR_BOUNDS.get(method)
+    if bounds is not None:
+        return bounds
+    parts = [METHOD_ERROR_BOUNDS.get(p, _UNKNOWN_BOUNDS) for p in method.split("+")]
+    return min(p[0] for p in parts), max(p[1] for p in parts)
+
+
+def energy_bounds(method: str, energy_kwh: float) -> tuple[float, float]:
+    """The range ``(low, high)`` the true energy lies in, for `energy_kwh` measured by
+    `method`."""
+    low, high = error_bounds(method)
+    return energy_kwh * low, energy_kwh * high

@@ -89,7 +89,7 @@ def test_done_equals_total_returns_the_measured_totals() -> None:
         (-1, 5, "epochs_done must be >= 1"),
         (3, 2, "total_epochs (2) must be >= epochs_done (3)"),
         (1.5, 5, "epochs_done must be a whole number"),
-        (1, "5", "total_epochs must be a whole number"),
+        (1, "5", "total_epochs must be a number"),
         (True, 5, "epochs_done must be a whole number"),
     ],
 )

@@ -70,7 +70,11 @@ def test_laps_sum_to_stop_totals(tmp_path: Path) -> None:
         laps.append(tracker.lap())
     clock.advance(7)  # the tail after the last lap
     totals = tracker.stop()
-    assert tracker.lap_count == 5
+    assert tracker.lap_count == 4  # the final lap of stop() takes no number
+    assert tracker.journal_path is not None
+    records = [json.loads(line) for line in tracker.journal_path.read_text().splitlines()]
+    laps_journaled = [(r["lap"], r["kind"]) for r in records if r["type"] == "lap"]
+    assert laps_journaled == [(0, "epoch"), (1, "epoch"), (2, "epoch"), (3, "epoch"), (4, "final")]
     assert totals.duration_s == pytest.approx(10 + 20.5 + 0.25 + 300 + 7)
     tail_kwh = 60 * 7 / 3.6e6
     assert totals.energy_kwh == pytest.approx(sum(m.energy_kwh for m in laps) + tail_kwh)

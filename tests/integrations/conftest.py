@@ -138,12 +138,21 @@ def check_carbon_run() -> CheckRun:
             points = _history(client, run_id, key)
             assert [step for step, _ in points] == [final_step], key
             assert points[0][1] > 0
+        # The range, at the end only: the user's own watts are exact, so it is the value.
+        for key, total in (
+            ("energy_kwh", totals.energy_kwh),
+            ("emissions_kg", totals.emissions_kg),
+        ):
+            for end in ("low", "high"):
+                points = _history(client, run_id, f"carbon/{key}_{end}")
+                assert points == [(final_step, pytest.approx(total, rel=1e-9))], (key, end)
 
         tags = client.get_run(run_id).data.tags
         missing = [tag for tag in CONTRACT_TAGS if tag not in tags]
         assert not missing, f"contract tags missing: {missing}"
         assert tags["carbon.cpu_method"] == "constant"
         assert tags["carbon.estimated"] == "true"
+        assert tags["carbon.intensity_basis"] == "user"  # intensity_g_per_kwh given
         return {**hist, "carbon/energy_kwh": energy, "carbon/emissions_kg": emissions}
 
     return check

@@ -29,6 +29,7 @@ pytest.importorskip("mlflow", reason="MLflow is not installed")
 
 from mlflow.tracking import MlflowClient  # noqa: E402
 
+from carbon_callbacks.sensors.base import METHOD_ERROR_BOUNDS  # noqa: E402
 from carbon_callbacks.sensors.estimate import CpuEstimateSensor  # noqa: E402
 
 pytestmark = pytest.mark.slow
@@ -117,9 +118,11 @@ def check_distributed(
     for rank in (zero, one):
         assert (rank["nodes"], rank["world_size"]) == (nodes, 2)
     # Local rank 0 of each node counts its CPU and RAM; a second rank on a node, nothing here.
-    assert zero["methods"] == {"cpu": "constant", "gpu": "none", "ram": "constant"}
+    assert zero["local_methods"] == {"cpu": "constant", "gpu": "none", "ram": "constant"}
     other = "constant" if nodes == 2 else "none"
-    assert one["methods"] == {"cpu": other, "gpu": "none", "ram": other}
+    assert one["local_methods"] == {"cpu": other, "gpu": "none", "ram": other}
+    # The run's methods are every rank's: both ranks know them.
+    assert zero["methods"] == one["methods"] == zero["local_methods"]
     # Every rank holds the sums (the laps were all-reduced), whatever it measured itself.
     assert one["totals"]["energy_kwh"] == pytest.approx(zero["totals"]["energy_kwh"], rel=1e-12)
 
@@ -195,14 +198,24 @@ def test_two_nodes_count_two_cpus(sqlite_uri: str, tmp_path: Path, check_carbon_
     check_distributed(tmp_path, sqlite_uri, experiment, 2, check_carbon_run)
 
 
-def plain_torchrun(env: dict[str, str], out: Path) -> tuple[dict[str, Any], dict[str, Any]]:
-    """``dist/plain_torchrun.py`` under torchrun, 2 processes: the two ranks' reports, each
-    free of errors."""
-    command = torchrun(
-        "--nproc_per_node=2", "--master_addr=127.0.0.1", f"--master_port={env['MASTER_PORT']}",
-        str(DIST / "plain_torchrun.py"), str(out),
-    )  # fmt: skip
-    run_together([command], env, out)
+def plain_torchrun(
+    env: dict[str, str], out: Path, *, nodes: int = 1
+) -> tuple[dict[str, Any], dict[str, Any]]:
+    """``dist/plain_torchrun.py`` under torchrun, 2 processes (on one "node", or one on each
+    of two): the two ranks' reports, each free of errors."""
+    commands = [
+        torchrun(
+            f"--nnodes={nodes}",
+            f"--node_rank={node}",
+            f"--nproc_per_node={2 // nodes}",
+            "--master_addr=127.0.0.1",
+            f"--master_port={env['MASTER_PORT']}",
+            str(DIST / "plain_torchrun.py"),
+            str(out),
+        )  # fmt: skip
+        for node in range(nodes)
+    ]
+    run_together(commands, env, out)
     zero, one = (json.loads((out / f"rank{r}.json").read_text()) for r in (0, 1))
     assert zero["errors"] == [] and one["errors"] == []
     return zero, one
@@ -212,13 +225,36 @@ def test_one_tracker_per_process_without_a_framework(sqlite_uri: str, tmp_path: 
     """The README's recipe: `roles_from_env` + `apply_roles` + a journal on rank 0 only."""
     zero, one = plain_torchrun(environment(sqlite_uri, "unused"), tmp_path)
     assert (zero["nodes"], zero["world_size"]) == (one["nodes"], one["world_size"]) == (1, 2)
-    assert one["methods"]["cpu"] == one["methods"]["ram"] == "none"
+    assert one["local_methods"]["cpu"] == one["local_methods"]["ram"] == "none"
     assert one["journal"] is None and len(list((tmp_path / "journal").glob("*.jsonl"))) == 1
     for mine, theirs in zip(zero["laps"], one["laps"], strict=True):  # both hold the sums
         for key in ("energy_kwh", "cpu_energy_kwh", "ram_energy_kwh", "emissions_kg"):
             assert theirs[key] == pytest.approx(mine[key], rel=1e-12), key
         # One CPU, over rank 0's epoch (not 50 W x 2).
         assert mine["cpu_energy_kwh"] == pytest.approx(CPU_W * mine["duration_s"] / J_PER_KWH)
+
+
+def test_another_nodes_estimate_labels_the_run_estimated(sqlite_uri: str, tmp_path: Path) -> None:
+    """Node 0 is given its CPU power, node 1 estimates its own: the run's methods gather both
+    ranks', so the run is estimated and its CPU method says both, and the range is wide."""
+    env = environment(sqlite_uri, "unused")
+    env["CARBON_TEST_ESTIMATE_ON_NODE"] = "1"
+    zero, one = plain_torchrun(env, tmp_path, nodes=2)
+    assert zero["local_methods"]["cpu"] == "constant"
+    assert one["local_methods"]["cpu"] == "estimate-tdp"
+    assert zero["methods"]["cpu"] == "constant+estimate-tdp"
+    assert one["methods"]["cpu"] == "estimate-tdp+constant"
+    assert zero["tags"]["carbon.cpu_method"] == "constant+estimate-tdp"
+    assert zero["tags"]["carbon.estimated"] == "true"
+    for lap in zero["laps"]:
+        assert lap["cpu_method"] == "constant+estimate-tdp"
+        # Node 0's 50 W CPU and both RAMs are exact; node 1's estimated CPU is the range.
+        exact_kwh = (CPU_W + 2 * RAM_W) * lap["duration_s"] / J_PER_KWH
+        estimated_kwh = lap["energy_kwh"] - exact_kwh
+        low, high = METHOD_ERROR_BOUNDS["estimate-tdp"]
+        assert estimated_kwh > 0
+        assert lap["energy_kwh_low"] == pytest.approx(exact_kwh + low * estimated_kwh, rel=0.02)
+        assert lap["energy_kwh_high"] == pytest.approx(exact_kwh + high * estimated_kwh, rel=0.02)
 
 
 @pytest.mark.skipif(
@@ -234,7 +270,8 @@ def test_ranks_confined_to_cpus_count_those_of_the_node(
     env = environment(sqlite_uri, "unused")
     env["CARBON_TEST_PIN_CPUS"] = pins
     zero, one = plain_torchrun(env, tmp_path)
-    assert zero["methods"]["cpu"] == "estimate-tdp" and one["methods"]["cpu"] == "none"
+    assert zero["local_methods"]["cpu"] == "estimate-tdp"
+    assert one["local_methods"]["cpu"] == "none"
     machine = os.cpu_count() or 1
     (reason,) = zero["cpu_reports"]
     share = counted / machine

@@ -454,8 +454,13 @@ def test_sigterm_to_a_lightning_run_records_the_partial_epoch(tmp_path: Path) ->
     assert "fit returned" not in out  # Lightning stopped training (SIGTERMException)
     [journal] = journal_dir.glob("*.jsonl")
     records = laps(journal)
-    # Epoch 1 whole, epoch 2 partial (a few batches), then the stop's empty tail.
-    assert [r["lap"] for r in records] == [0, 1, 2], err[-3000:]
+    # Epoch 1 whole, epoch 2 interrupted (a few batches, keeping the number a resume would
+    # give it), then the stop's empty tail.
+    assert [(r["lap"], r["kind"]) for r in records] == [
+        (0, "epoch"),
+        (1, "interrupted"),
+        (1, "final"),
+    ], err[-3000:]
     assert 0 < records[1]["duration_s"] < records[0]["duration_s"]
     assert records[1]["energy_kwh"] > 0
     assert read_journal(journal)[-1]["type"] == "stop"
@@ -481,12 +486,15 @@ def test_keyboard_interrupt_in_lightning_logs_the_partial_epoch(
         signal.signal(signal.SIGINT, sigint)  # Lightning ignores Ctrl+C from then on
     journal = callback.session.journal_path
     assert journal is not None
-    assert [r["lap"] for r in laps(journal)] == [0, 1, 2]
+    kinds = [(r["lap"], r["kind"]) for r in laps(journal)]
+    assert kinds == [(0, "epoch"), (1, "interrupted"), (1, "final")]
     assert laps(journal)[1]["energy_kwh"] > 0
     assert logger.run_id is not None
     client = MlflowClient(sqlite_uri)
-    assert steps(client, logger.run_id, "carbon/epoch_energy_kwh") == [0, 1]
-    assert steps(client, logger.run_id, "carbon/energy_kwh") == [0, 1, 2]
+    # Epoch 1 is under its own key: a resume would log it again, in full, at step 1.
+    assert steps(client, logger.run_id, "carbon/epoch_energy_kwh") == [0]
+    assert steps(client, logger.run_id, "carbon/interrupted_epoch_energy_kwh") == [1]
+    assert steps(client, logger.run_id, "carbon/energy_kwh") == [0]
     assert not pending(journal)[0][2]  # everything confirmed
 
 

@@ -116,8 +116,9 @@ def test_resume_from_checkpoint_continues_totals(
     saved_kwh = sum(m.value for m in first_epochs)
     state = torch.load(ckpt_dir / "last.ckpt", weights_only=False)["callbacks"]
     saved = state[first.state_key]["tracker"]["totals"]
-    # Saved at the end of epoch 1: both epochs, not the tail after training.
-    assert saved["energy_kwh"] == pytest.approx(saved_kwh, rel=1e-9)
+    # Saved at the end of epoch 1, as of that moment: both epochs (the checkpoint callback
+    # runs after ours) and the instant since, not the tail after training.
+    assert saved_kwh <= saved["energy_kwh"] <= first.session.totals.energy_kwh
 
     second_logger = MLFlowLogger(experiment_name="lightning", tracking_uri=sqlite_uri)
     second = CarbonCallback(**tracker_kwargs)
@@ -143,18 +144,19 @@ def test_exception_logs_the_partial_epoch(
 
     assert callback.session.journal_path is not None
     laps = [r for r in read_journal(callback.session.journal_path) if r["type"] == "lap"]
-    # Epochs 0 and 1, the partial epoch 2, then the (empty) tail taken by stop().
-    assert [r["lap"] for r in laps] == [0, 1, 2, 3]
+    # Epochs 0 and 1, the interrupted epoch 2, then the (empty) tail taken by stop().
+    kinds = [(r["lap"], r["kind"]) for r in laps]
+    assert kinds == [(0, "epoch"), (1, "epoch"), (2, "interrupted"), (2, "final")]
     assert laps[2]["energy_kwh"] > 0 and laps[2]["duration_s"] > 0
 
     client = MlflowClient(sqlite_uri)
     assert logger.run_id is not None
-    epochs = client.get_metric_history(logger.run_id, "carbon/epoch_energy_kwh")
-    assert sorted(m.step for m in epochs) == [0, 1, 2]
-    by_step = {m.step: m.value for m in epochs}
-    assert by_step[2] == pytest.approx(laps[2]["energy_kwh"], rel=1e-9)
-    totals = client.get_metric_history(logger.run_id, "carbon/energy_kwh")
-    assert max(m.step for m in totals) == 3
+    assert steps(client, logger.run_id, "carbon/epoch_energy_kwh") == [0, 1]
+    [interrupted] = client.get_metric_history(logger.run_id, "carbon/interrupted_epoch_energy_kwh")
+    assert interrupted.step == 2
+    assert interrupted.value == pytest.approx(laps[2]["energy_kwh"], rel=1e-9)
+    # The cumulative keys stay at the last whole epoch: a resume writes step 2 in full.
+    assert steps(client, logger.run_id, "carbon/energy_kwh") == [0, 1]
     assert client.get_run(logger.run_id).info.status == "FAILED"
 
 
@@ -181,4 +183,193 @@ def test_no_per_batch_dispatch_to_the_callback(
     assert ours["on_train_epoch_end"] == 2 and ours["on_train_start"] == 1
     assert not [hook for hook in ours if "batch" in hook or "backward" in hook], ours
     assert not {"on_before_optimizer_step", "on_before_zero_grad"} & set(ours)
-    assert callback.session.totals is not None and callback.tracker.lap_count == 3
+    assert callback.session.totals is not None and callback.tracker.lap_count == 2
+
+
+# -- exact figures: a clock that advances 10 s per optimizer step ---------------------------
+
+STEP_S = 10.0
+STEPS_PER_EPOCH = 4  # 64 samples, batches of 16
+WATTS = 60.0  # tracker_kwargs: 50 W CPU + 10 W RAM
+EPOCH_KWH = WATTS * STEP_S * STEPS_PER_EPOCH / 3.6e6
+
+
+class StepClock:
+    """The tracker's clock: `STEP_S` per optimizer step of the trainer it is bound to, so a
+    lap's energy is exactly 600 J per step, whatever the machine's speed."""
+
+    def __init__(self) -> None:
+        self.trainer: Any = None
+
+    def __call__(self) -> float:
+        return 0.0 if self.trainer is None else self.trainer.global_step * STEP_S
+
+
+def clocked(
+    tmp_path: Path,
+    logger: MLFlowLogger | bool,
+    callback: CarbonCallback,
+    clock: StepClock,
+    epochs: int,
+    *more: Any,
+    **extra: Any,
+) -> Any:
+    trainer = make_trainer(tmp_path, logger, [callback, *more], epochs, **extra)
+    clock.trainer = trainer
+    return trainer
+
+
+def steps(client: MlflowClient, run_id: str, key: str) -> list[int]:
+    return sorted(m.step for m in client.get_metric_history(run_id, key))
+
+
+def history(client: MlflowClient, run_id: str, key: str) -> list[tuple[int, float]]:
+    return sorted((m.step, m.value) for m in client.get_metric_history(run_id, key))
+
+
+def test_prediction_after_a_resume_is_the_final_total(
+    sqlite_uri: str, tmp_path: Path, tracker_kwargs: dict[str, Any]
+) -> None:
+    ckpt_dir = tmp_path / "ckpt"
+    clock = StepClock()
+    first = CarbonCallback(**tracker_kwargs, clock=clock, summary=False)
+    checkpoint = ModelCheckpoint(dirpath=ckpt_dir, save_last=True)
+    clocked(tmp_path, False, first, clock, 2, checkpoint).fit(TinyModel())
+    assert first.session.totals is not None
+    assert first.session.totals.energy_kwh == pytest.approx(2 * EPOCH_KWH, rel=1e-12)
+
+    logger = MLFlowLogger(experiment_name="lightning", tracking_uri=sqlite_uri)
+    clock = StepClock()
+    second = CarbonCallback(**tracker_kwargs, clock=clock, summary=False)
+    trainer = clocked(tmp_path, logger, second, clock, 5, ModelCheckpoint(dirpath=ckpt_dir))
+    trainer.fit(TinyModel(), ckpt_path=ckpt_dir / "last.ckpt")
+    # Predicted after epoch 2 (the first of this process): 2 restored + 1 measured + 2 x 1.
+    prediction = second.session.prediction
+    assert prediction is not None and prediction.measured_epochs == 1
+    assert prediction.energy_kwh == pytest.approx(5 * EPOCH_KWH, rel=1e-12)
+    assert second.session.totals.energy_kwh == pytest.approx(5 * EPOCH_KWH, rel=1e-12)
+    assert logger.run_id is not None
+    client = MlflowClient(sqlite_uri)
+    predicted = history(client, logger.run_id, "carbon/predicted_energy_kwh")
+    assert predicted == [(2, pytest.approx(5 * EPOCH_KWH, rel=1e-12))]
+
+
+def test_max_steps_ending_training_first_is_what_is_predicted(
+    tmp_path: Path, tracker_kwargs: dict[str, Any]
+) -> None:
+    clock = StepClock()
+    callback = CarbonCallback(**tracker_kwargs, clock=clock, summary=False, sinks=None)
+    clocked(tmp_path, False, callback, clock, 5, max_steps=6).fit(TinyModel())
+    prediction = callback.session.prediction
+    assert prediction is not None
+    assert (prediction.total_epochs, prediction.limit) == (1.5, "max_steps")
+    assert "predicted for 1.5 epochs" in prediction.line() and "max_steps" in prediction.line()
+    # 6 steps: 1.5 epochs, predicted after the first.
+    assert prediction.energy_kwh == pytest.approx(1.5 * EPOCH_KWH, rel=1e-12)
+    assert callback.session.totals.energy_kwh == pytest.approx(1.5 * EPOCH_KWH, rel=1e-12)
+
+
+def assert_one_run_one_total(
+    client: MlflowClient, run_id: str, epochs: int, fit_ends: tuple[int, ...] = ()
+) -> None:
+    """Every carbon key has one value per step, and the run's cumulative metrics add up:
+    the running total after each epoch, except at the step where an earlier fit ended,
+    which keeps that fit's total (written first: a step is never written twice)."""
+    for key in ("carbon/epoch_energy_kwh", "carbon/energy_kwh", "carbon/emissions_kg"):
+        logged = steps(client, run_id, key)
+        assert len(logged) == len(set(logged)), (key, logged)
+    per_epoch = history(client, run_id, "carbon/epoch_energy_kwh")
+    assert [s for s, _ in per_epoch] == list(range(epochs))
+    assert [v for _, v in per_epoch] == pytest.approx([EPOCH_KWH] * epochs, rel=1e-12)
+    energy = history(client, run_id, "carbon/energy_kwh")
+    assert energy[-1] == (epochs, pytest.approx(epochs * EPOCH_KWH, rel=1e-12))
+    for step, value in energy[:-1]:  # the running total at each epoch step
+        done = step if step in fit_ends else step + 1
+        assert value == pytest.approx(done * EPOCH_KWH, rel=1e-12), step
+
+
+def test_a_second_fit_into_the_same_run_keeps_counting(
+    sqlite_uri: str, tmp_path: Path, tracker_kwargs: dict[str, Any]
+) -> None:
+    logger = MLFlowLogger(experiment_name="lightning", tracking_uri=sqlite_uri)
+    clock = StepClock()
+    callback = CarbonCallback(**tracker_kwargs, clock=clock, summary=False)
+    trainer = clocked(tmp_path, logger, callback, clock, 2)
+    model = TinyModel()
+    trainer.fit(model)
+    trainer.fit_loop.max_epochs = 4
+    trainer.fit(model)  # epochs 2 and 3, into the same run
+    assert logger.run_id is not None
+    assert callback.session.totals.energy_kwh == pytest.approx(4 * EPOCH_KWH, rel=1e-12)
+    assert_one_run_one_total(MlflowClient(sqlite_uri), logger.run_id, 4, fit_ends=(2,))
+
+
+def test_a_new_trainer_on_the_same_logger_continues_the_steps(
+    sqlite_uri: str, tmp_path: Path, tracker_kwargs: dict[str, Any]
+) -> None:
+    logger = MLFlowLogger(experiment_name="lightning", tracking_uri=sqlite_uri)
+    clock = StepClock()
+    callback = CarbonCallback(**tracker_kwargs, clock=clock, summary=False)
+    clocked(tmp_path, logger, callback, clock, 2).fit(TinyModel())
+    clocked(tmp_path, logger, callback, clock, 2).fit(TinyModel())  # its epochs 0, 1 again
+    assert logger.run_id is not None
+    assert_one_run_one_total(MlflowClient(sqlite_uri), logger.run_id, 4, fit_ends=(2,))
+
+
+def test_a_crash_then_a_resume_into_the_same_run_counts_each_epoch_once(
+    sqlite_uri: str, tmp_path: Path, tracker_kwargs: dict[str, Any]
+) -> None:
+    ckpt_dir = tmp_path / "ckpt"
+    logger = MLFlowLogger(experiment_name="lightning", tracking_uri=sqlite_uri)
+    clock = StepClock()
+    first = CarbonCallback(**tracker_kwargs, clock=clock, summary=False)
+    checkpoint = ModelCheckpoint(dirpath=ckpt_dir, save_last=True)
+    with pytest.raises(RuntimeError, match="boom in epoch 2"):
+        clocked(tmp_path, logger, first, clock, 4, checkpoint).fit(TinyModel(fail_at_epoch=2))
+    assert logger.run_id is not None
+    run_id = logger.run_id
+
+    resumed_logger = MLFlowLogger(
+        experiment_name="lightning", tracking_uri=sqlite_uri, run_id=run_id
+    )
+    clock = StepClock()
+    second = CarbonCallback(**tracker_kwargs, clock=clock, summary=False)
+    trainer = clocked(tmp_path, resumed_logger, second, clock, 4, ModelCheckpoint(dirpath=ckpt_dir))
+    trainer.fit(TinyModel(), ckpt_path=ckpt_dir / "last.ckpt")
+
+    client = MlflowClient(sqlite_uri)
+    assert_one_run_one_total(client, run_id, 4)
+    # The crash's interrupted epoch (one step of epoch 2) under its own key, once.
+    interrupted = history(client, run_id, "carbon/interrupted_epoch_energy_kwh")
+    assert interrupted == [(2, pytest.approx(WATTS * STEP_S / 3.6e6, rel=1e-12))]
+    # One journal for the run (the id carried by the checkpoint): each epoch's lap once.
+    assert second.tracker.run_id == first.tracker.run_id
+    assert second.session.journal_path is not None
+    laps = [r for r in read_journal(second.session.journal_path) if r["type"] == "lap"]
+    assert [r["lap"] for r in laps if r["kind"] == "epoch"] == [0, 1, 2, 3]
+    assert [r["lap"] for r in laps if r["kind"] == "interrupted"] == [2]
+
+
+@pytest.mark.filterwarnings("ignore:You're resuming from a checkpoint that ended before the epoch")
+def test_a_checkpoint_inside_an_epoch_saves_the_totals_as_of_then(
+    tmp_path: Path, tracker_kwargs: dict[str, Any]
+) -> None:
+    ckpt_dir = tmp_path / "ckpt"
+    clock = StepClock()
+    first = CarbonCallback(**tracker_kwargs, clock=clock, summary=False, sinks=None)
+    every_3 = ModelCheckpoint(dirpath=ckpt_dir, every_n_train_steps=3, save_last=True)
+    with pytest.raises(RuntimeError, match="boom in epoch 2"):
+        clocked(tmp_path, False, first, clock, 4, every_3).fit(TinyModel(fail_at_epoch=2))
+    state = torch.load(ckpt_dir / "last.ckpt", weights_only=False)
+    assert state["global_step"] == 9  # saved after the first step of epoch 2
+    saved = state["callbacks"][first.state_key]["tracker"]["totals"]
+    assert saved["energy_kwh"] == pytest.approx(9 * WATTS * STEP_S / 3.6e6, rel=1e-12)
+
+    clock = StepClock()
+    second = CarbonCallback(**tracker_kwargs, clock=clock, summary=False, sinks=None)
+    every_3 = ModelCheckpoint(dirpath=ckpt_dir, every_n_train_steps=3, save_last=True)
+    trainer = clocked(tmp_path, False, second, clock, 4, every_3)
+    trainer.fit(TinyModel(), ckpt_path=ckpt_dir / "last.ckpt")
+    # Every optimizer step of the run counted once: 600 J each, before and after the resume.
+    expected = trainer.global_step * WATTS * STEP_S / 3.6e6
+    assert second.session.totals.energy_kwh == pytest.approx(expected, rel=1e-12)

@@ -28,6 +28,7 @@ def write_report(out: Path, rank: int, callback: Any, **extra: Any) -> None:
     report = {
         "rank": rank,
         "methods": tracker.methods,
+        "local_methods": tracker.local_methods,
         "nodes": tracker.nodes,
         "world_size": tracker.world_size,
         "journal": None if tracker.journal_path is None else str(tracker.journal_path),

@@ -5,7 +5,7 @@
 Every rank writes ``OUT_DIR/rank<k>.json``; the journal goes to ``OUT_DIR/journal``. With
 ``CARBON_TEST_PIN_CPUS=1,2`` each rank first confines itself to those CPUs (as a batch
 scheduler's cpuset would; ``0;1``: local rank k to the k-th set) and the CPU is estimated
-instead of given in watts.
+instead of given in watts; with ``CARBON_TEST_ESTIMATE_ON_NODE=1`` node 1 does so too.
 """
 
 from __future__ import annotations
@@ -23,6 +23,7 @@ from common import CALLBACK_KWARGS, STEP_S
 
 from carbon_callbacks import Tracker
 from carbon_callbacks.distributed import apply_roles, roles_from_env
+from carbon_callbacks.outputs import run_tags
 
 
 def main(out: Path) -> None:
@@ -35,6 +36,8 @@ def main(out: Path) -> None:
         mine = sets[roles.local_rank % len(sets)]
         os.sched_setaffinity(0, {int(cpu) for cpu in mine.split(",")})
         del kwargs["cpu_power_w"]
+    if os.environ.get("CARBON_TEST_ESTIMATE_ON_NODE") == str(roles.node_rank):
+        del kwargs["cpu_power_w"]  # this node's CPU is estimated; the other's is given
     tracker = Tracker(output_dir=out / "journal" if roles.is_global_zero else None, **kwargs)
     apply_roles(tracker, roles, device=torch.device("cpu"))
     model = torch.nn.parallel.DistributedDataParallel(torch.nn.Linear(4, 1))
@@ -54,6 +57,8 @@ def main(out: Path) -> None:
     report = {
         "rank": roles.global_rank,
         "methods": tracker.methods,
+        "local_methods": tracker.local_methods,
+        "tags": run_tags(tracker),
         "cpu_reports": [r.reason for r in tracker.reports if r.component == "cpu" and r.available],
         "nodes": tracker.nodes,
         "world_size": tracker.world_size,
