@@ -33,7 +33,7 @@ DELEGATED = {
     ),
     "regions": (
         "carbon_callbacks.regions",
-        "cloud regions ranked by carbon intensity",
+        "cloud regions ranked by carbon intensity, with the basis and source of each",
     ),
     "sync": (
         "carbon_callbacks.sync",

@@ -3,8 +3,11 @@
 The intensities are those of the bundled tables (see `carbon_callbacks.intensity`), which do
 not share one basis: a GCP region carries Google's own figure for its grid ("average
 operational gross emissions", a *direct* basis), while an AWS or Azure region carries the
-Ember *life-cycle* value of its state or country. Direct figures are lower than life-cycle
-ones for the same grid, so every row and every alternative says its basis and source.
+*life-cycle* value of its state or country (a Chinese province's is *co2-only*). Direct
+figures are lower than life-cycle ones for the same grid, so every row and every alternative
+says its basis and source. Within one basis, a state's value and a country's come from
+different series (Ember's US state data total 345.6 g/kWh for 2024 where its national value
+is 383.6): advice that crosses series says so too.
 
 Example:
     >>> [r.intensity.location for r in rank_regions("aws", near="FR", top=2)]
@@ -58,8 +61,8 @@ AREAS: dict[str, str] = {
 _NEAR_EXAMPLES = "'aws:eu-west-3', 'FR', 'France', 'US-CA' or an area (" + ", ".join(_AREA_CODES)
 _BASIS_NOTES = {
     "direct": "direct = the provider's figure for its grid, combustion only (Google)",
-    "life-cycle": "life-cycle = generation incl. upstream emissions, CO2e (Ember)",
-    "co2-only": "co2-only = combustion CO2 only, no other gases (China MEE)",
+    "life-cycle": "life-cycle = generation incl. upstream emissions, all gases as CO2e",
+    "co2-only": "co2-only = combustion CO2 only, no other gases: g CO2, not CO2e (China MEE)",
 }
 # "Ember/OWID 2025 (country NO, for azure:norwayeast)" -> source, level of the data.
 _DERIVED = re.compile(r"^(?P<source>.*) \((?P<level>(?:country|region) [A-Z0-9-]+), for [^)]*\)$")
@@ -72,11 +75,15 @@ class Alternative:
     Args:
         region: ``provider:region`` id, e.g. ``"gcp:europe-north1"``.
         location: the provider's name for the place, e.g. ``"Hamina"``.
-        g_per_kwh: the region's carbon intensity (g CO2eq per kWh).
-        emissions_kg: the run's energy at that intensity, in kg CO2eq.
+        g_per_kwh: the region's carbon intensity (g CO2eq per kWh; g CO2 when co2-only).
+        emissions_kg: the run's energy at that intensity, in kg CO2eq (kg CO2 when co2-only).
         change_pct: change against the run's own emissions, in % (negative = less).
         basis: ``"direct"``, ``"life-cycle"`` or ``"co2-only"`` (see the module docstring).
-        source: where the intensity comes from; year: the year it describes.
+        source: where the intensity comes from (without its caveat); year: the year it
+            describes.
+        note: ``None`` when the region's figure and the run's are like with like (one basis,
+            one series); else what differs, e.g. ``"direct figure (Google region-carbon-info
+            2024) vs the user-given intensity of this run"``.
     """
 
     region: str
@@ -87,6 +94,7 @@ class Alternative:
     basis: str
     source: str
     year: int | None
+    note: str | None = None
 
 
 def area_of(near: str) -> str:
@@ -173,7 +181,9 @@ def greener_alternatives(
     lower intensity than the run's are returned, so an empty list means the run was already
     in the lowest one. The energy stays the run's (its PUE included): only the grid changes.
     Regions whose figure has another basis than the run's (Google's direct figures against a
-    life-cycle country value) are left out, unless the run's intensity was given by the user.
+    life-cycle country value) are left out, unless the run's intensity was given by the user;
+    then, and where the region's figure is of another series than the run's (a state's value
+    against a country's), the alternative's ``note`` says so.
 
     Args:
         totals: the run's totals (only ``energy_kwh`` is used).
@@ -196,7 +206,7 @@ def greener_alternatives(
             continue
         if intensity.basis in _BASIS_NOTES and r.intensity.basis != intensity.basis:
             continue  # a direct figure looks far lower than a life-cycle one: not comparable
-        source, _ = _source_and_level(r)
+        source, _, _ = _provenance(r.intensity)
         found.append(
             Alternative(
                 region=key,
@@ -208,6 +218,7 @@ def greener_alternatives(
                 basis=r.intensity.basis,
                 source=source,
                 year=r.intensity.year,
+                note=_difference(r.intensity, intensity),
             )
         )
         if len(found) == n:
@@ -219,28 +230,33 @@ def advice_line(totals: Measurement, intensity: Intensity) -> str | None:
     """One line of advice for the end-of-training summary, or None in the best region already.
 
     Example: ``"the same run in gcp:europe-north1 would have emitted about 0.0012 kg CO2eq
-    (-93 %)"``, with the basis named when it differs from the run's.
+    (-93 %)"``, followed by the alternative's `note` in brackets when it has one.
     """
     found = greener_alternatives(totals, intensity, n=1)
     if not found:
         return None
     best = found[0]
+    unit = "CO2" if best.basis == "co2-only" else "CO2eq"
     line = (
         f"the same run in {best.region} would have emitted about {best.emissions_kg:.2g} kg "
-        f"CO2eq ({best.change_pct:+.0f} %)"
+        f"{unit} ({best.change_pct:+.0f} %)"
     )
-    if intensity.basis in _BASIS_NOTES and best.basis != intensity.basis:
-        line += f" [{best.basis} figure ({best.source}) vs {intensity.basis} for this run]"
-    return line
+    return line if best.note is None else f"{line} [{best.note}]"
 
 
 def greener_region_tag(totals: Measurement, intensity: Intensity) -> str:
-    """The value of the tag ``carbon.greener_region``: ``"gcp:europe-north1 (-93 %)"``.
+    """The value of the tag ``carbon.greener_region``: ``"gcp:europe-north1 (-93 %)"``, or
+    ``"gcp:europe-north2 (-99 %, direct figure)"`` when the region's basis is not the run's
+    (a user-given intensity).
 
     ``"none"`` when the run is already in the lowest region it is compared with.
     """
     found = greener_alternatives(totals, intensity, n=1)
-    return f"{found[0].region} ({found[0].change_pct:+.0f} %)" if found else "none"
+    if not found:
+        return "none"
+    best = found[0]
+    basis = "" if best.basis == intensity.basis else f", {best.basis} figure"
+    return f"{best.region} ({best.change_pct:+.0f} %{basis})"
 
 
 def _region_country(text: str) -> str | None:
@@ -250,20 +266,60 @@ def _region_country(text: str) -> str | None:
         return None
 
 
-def _source_and_level(r: CloudRegion) -> tuple[str, str]:
-    """The source without its "(country NO, for …)" suffix, and the level of the data."""
-    m = _DERIVED.match(r.intensity.source)
-    if m is None:
-        return r.intensity.source, "cloud region"
-    return m["source"], m["level"]
+def _provenance(intensity: Intensity) -> tuple[str, str, str]:
+    """The source without its caveat and its "(country NO, for …)" suffix, the caveat (after
+    "; ", or ""), and the level of the data: ``"country NO"``, ``"region US-VA"``, ``"cloud
+    region"`` (the provider's own figure), ``"world"`` or ``"user"``."""
+    m = _DERIVED.match(intensity.source)
+    if m is not None:
+        source, level = m["source"], m["level"]
+    else:
+        source = intensity.source
+        level = {
+            "country": f"country {intensity.country}",
+            "region": f"region {intensity.region}",
+            "world-default": "world",
+            "forced": "user",
+        }.get(intensity.kind, "cloud region")
+    short, _, caveat = source.partition("; ")
+    return short, caveat, level
+
+
+def _series(intensity: Intensity) -> str:
+    """Which table a figure comes from: the country table (the world value is in it), one
+    country's sub-national table, a provider's own figures, or the user."""
+    level = _provenance(intensity)[2]
+    if level.startswith("region "):
+        return level.partition("-")[0]  # "region US": one country's states are one series
+    if level.startswith(("country ", "world")):
+        return "country"
+    if level == "cloud region":
+        return "cloud " + (intensity.cloud or "").partition(":")[0]
+    return level
+
+
+def _difference(region: Intensity, run: Intensity) -> str | None:
+    """What makes a region's figure unlike the run's, in words; None when it is like it."""
+    source, _, level = _provenance(region)
+    if run.basis == "user":
+        return f"{region.basis} figure ({source}) vs the user-given intensity of this run"
+    if region.basis != run.basis:
+        return f"{region.basis} figure ({source}) vs {run.basis} for this run"
+    if _series(region) != _series(run):
+        return f"{source} ({level}), another series than this run's {_provenance(run)[0]}"
+    return None
 
 
 def format_table(regions: Sequence[CloudRegion]) -> str:
-    """A plain-text table: rank, region, location, country, g/kWh, basis, level, source, year."""
+    """A plain-text table: rank, region, location, country, g/kWh, basis, level, source, year;
+    then what each basis means and the caveat of each source that has one."""
     header = ("rank", "region", "location", "country", "g/kWh", "basis", "data for", "source")
     rows = [header]
+    caveats: dict[str, str] = {}
     for i, r in enumerate(regions, 1):
-        source, level = _source_and_level(r)
+        source, caveat, level = _provenance(r.intensity)
+        if caveat:
+            caveats.setdefault(source, caveat)
         year = "" if r.intensity.year is None else str(r.intensity.year)
         location = r.location if len(r.location) <= 28 else r.location[:27] + "…"
         rows.append(
@@ -293,6 +349,7 @@ def format_table(regions: Sequence[CloudRegion]) -> str:
         lines.append("Basis: " + "; ".join(notes) + ".")
     if len(bases) > 1:
         lines.append("Rows of different bases are not strictly comparable; yearly averages.")
+    lines.extend(f"Note: {source}: {caveat}." for source, caveat in sorted(caveats.items()))
     return "\n".join(lines)
 
 

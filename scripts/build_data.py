@@ -93,14 +93,31 @@ CANADA = {
     "prince edward island": ("PE", "Prince Edward Island"), "quebec": ("QC", "Quebec"),
     "saskatchewan": ("SK", "Saskatchewan"), "yukon": ("YT", "Yukon"),
 }
-# canada_energy_mix.json share name -> carbon_intensity_per_source.json factor name.
-# Tidal has no factor of its own; it takes the hydro factor (its share is 0 in every province).
-CANADA_FACTORS = {
-    "coal": "coal", "naturalGas": "natural_gas", "petroleum": "petroleum",
-    "nuclear": "nuclear", "hydro": "hydroelectricity", "tidal": "hydroelectricity",
-    "wind": "wind", "solar": "solar", "biomass": "biomass",
-}
 # fmt: on
+# Life-cycle emission factors (g CO2eq per kWh generated, medians) for the Canadian provinces:
+# one set for every province, from the IPCC, by canada_energy_mix.json share name.
+# IPCC AR5 WG3 Annex III (Schlömer et al. 2014), Table A.III.2, "Emissions of selected
+# electricity supply technologies", lifecycle median:
+# https://www.ipcc.ch/site/assets/uploads/2018/02/ipcc_wg3_ar5_annex-iii.pdf
+# That table has no oil row; oil is the median of IPCC SRREN (Moomaw et al. 2011), Annex II,
+# Table A.II.4. The technology read for each share is named below. The PDFs were not opened
+# here: the medians were checked against public copies of the tables (Electricity Maps'
+# life-cycle defaults, config/defaults.yaml, citing "IPCC 2014" for coal, gas, biomass, hydro,
+# nuclear and wind; WikiCarbon's copy of Table A.III.2 for solar PV utility; two public
+# codebases quoting SRREN Table A.II.4 for oil).
+# Tidal has no IPCC median (pre-commercial); its share is 0 in every province, and the build
+# fails if that changes.
+IPCC_FACTORS: dict[str, tuple[float, str]] = {
+    "coal": (820.0, "AR5 Table A.III.2, Coal - PC"),
+    "naturalGas": (490.0, "AR5 Table A.III.2, Gas - Combined Cycle"),
+    "petroleum": (840.0, "SRREN Table A.II.4, Oil"),
+    "biomass": (230.0, "AR5 Table A.III.2, Biomass - dedicated"),
+    "hydro": (24.0, "AR5 Table A.III.2, Hydropower"),
+    "nuclear": (12.0, "AR5 Table A.III.2, Nuclear"),
+    "wind": (11.0, "AR5 Table A.III.2, Wind onshore"),
+    "solar": (48.0, "AR5 Table A.III.2, Solar PV - utility"),
+}
+CANADA_NO_FACTOR = ("tidal", "other")
 
 # Public cloud regions: (provider, region, location, country alpha-2, ISO 3166-2 subdivision).
 # Written from the providers' public region lists (2025); the cross-check files in
@@ -380,8 +397,10 @@ def build_countries(src: Path) -> dict[str, Any]:
         "(row source 'Ember/OWID <year>'). Ember reports 0.0 for the Central African Republic "
         "from 2013 on; zero is not a possible life-cycle value, so those rows are skipped and its "
         "2012 value is kept. Alpha-2 codes and display names come from the OWID crosswalk in "
-        "carbontracker 2.4.7, plus NA (Namibia) and XK (Kosovo) by hand. 'world' is Ember's "
-        "World value, the default when no location is configured.",
+        "carbontracker 2.4.7, plus NA (Namibia) and XK (Kosovo) by hand. 'world', the default "
+        "when no location is configured, is Ember's World value of its latest year, by the "
+        "same rule as the countries; the OWID file has no World row, so no newer World value "
+        "is in the sources.",
     }
     world_row = {
         "name": "World",
@@ -405,19 +424,72 @@ def _check_country_names(countries: dict[str, dict[str, Any]]) -> None:
 # --------------------------------------------------------------------------- regions
 
 
-def _latest_subnational(path: Path) -> dict[str, tuple[int, float]]:
-    latest: dict[str, tuple[int, float]] = {}
+def _subnational_series(path: Path) -> dict[str, dict[int, float]]:
+    """State name -> {year: g/kWh} of an Ember subnational file, positive values only."""
+    series: dict[str, dict[int, float]] = {}
     for row in _rows(path):
         text = row["emissions_intensity_gco2_per_kwh"]
-        if not text or float(text) <= 0:
-            continue
-        year, value = int(row["year"]), float(text)
-        if row["state"] not in latest or year > latest[row["state"]][0]:
-            latest[row["state"]] = (year, value)
-    return latest
+        if text and float(text) > 0:
+            series.setdefault(row["state"], {})[int(row["year"])] = float(text)
+    return series
 
 
-def build_regions(src: Path) -> dict[str, Any]:
+def _ember_national(src: Path, alpha3: str, year: int) -> float:
+    """Ember's own national value of one country and year (the CSV behind countries.json)."""
+    for row in _rows(src / "ember-data-api" / "api_country_overview_yearly.csv"):
+        if row["country_code"] == alpha3 and int(row["year"]) == year:
+            return float(row["emissions_intensity_gco2_per_kwh"])
+    _fail(f"no Ember national value for {alpha3} in {year}")
+
+
+def _national_figure(countries: dict[str, Any], alpha2: str) -> str:
+    """How a region's source names its country's own figure, e.g. 'the India national
+    figure, Ember/OWID 2025'."""
+    row = countries["countries"][alpha2]
+    return f"the {row['name']} national figure, {row['source']}"
+
+
+def _ember_states(
+    src: Path, countries: dict[str, Any], alpha2: str, file: str, label: str
+) -> tuple[dict[str, tuple[int, float]], dict[int, str]]:
+    """Latest (year, g/kWh) per state of an Ember subnational file, and the source string of
+    each year: the states are not the series of the national figure, and the string says by
+    how much the two differ for that year (the states' total against Ember's national value).
+    """
+    series = _subnational_series(src / "ember-data-api" / file)
+    total_name = f"{label} Total"
+    totals = series.pop(total_name, None)
+    if not totals:
+        _fail(f"no {total_name!r} row in {file}")
+    latest = {state: max(by_year.items()) for state, by_year in series.items()}
+    sources: dict[int, str] = {}
+    for year in sorted({year for year, _ in latest.values()}):
+        if year not in totals:
+            _fail(f"no {total_name!r} value for {year} in {file}")
+        national = _ember_national(src, countries["countries"][alpha2]["alpha3"], year)
+        sources[year] = (
+            f"Ember {label} state data {year}; not the series of "
+            f"{_national_figure(countries, alpha2)} (for {year}, Ember's states total "
+            f"{totals[year]:.1f} g/kWh and its national value {national:.1f})"
+        )
+    return latest, sources
+
+
+def _canada_value(name: str, mix: dict[str, float]) -> float:
+    """Share-weighted mean of the IPCC factors, in g/kWh; the shares are normalised to 100 %
+    (the file's own totals run from 99.82 to 100.2)."""
+    for fuel in CANADA_NO_FACTOR:
+        if mix.get(fuel, 0):
+            _fail(f"{name} has a {fuel!r} share, which has no IPCC factor")
+    unknown = set(mix) - set(IPCC_FACTORS) - set(CANADA_NO_FACTOR) - {"total"}
+    if unknown:
+        _fail(f"{name}: shares with no factor: {sorted(unknown)}")
+    shares = {fuel: float(mix.get(fuel, 0.0)) for fuel in IPCC_FACTORS}
+    total = sum(shares.values())
+    return sum(s * IPCC_FACTORS[fuel][0] for fuel, s in shares.items()) / total
+
+
+def build_regions(src: Path, countries: dict[str, Any]) -> dict[str, Any]:
     regions: dict[str, dict[str, Any]] = {}
 
     def add(
@@ -442,8 +514,7 @@ def build_regions(src: Path) -> dict[str, Any]:
             "licence": licence,
         }
 
-    ember = src / "ember-data-api"
-    us = _latest_subnational(ember / "api_overview_usa_yearly.csv")
+    us, us_sources = _ember_states(src, countries, "US", "api_overview_usa_yearly.csv", "US")
     for name, code in US_STATES.items():
         if name not in us:
             _fail(f"US state {name!r} missing from the Ember US file")
@@ -454,12 +525,12 @@ def build_regions(src: Path) -> dict[str, Any]:
             "US",
             value,
             year,
-            f"Ember US states {year}",
+            us_sources[year],
             "life-cycle",
             CC_BY,
         )
 
-    india = _latest_subnational(ember / "api_overview_ind_yearly.csv")
+    india, in_sources = _ember_states(src, countries, "IN", "api_overview_ind_yearly.csv", "India")
     for name in sorted(set(india) - INDIA_SKIP - set(INDIA_STATES)):
         _fail(f"Indian state {name!r} has no ISO 3166-2 code in INDIA_STATES")
     for name, code in INDIA_STATES.items():
@@ -471,31 +542,30 @@ def build_regions(src: Path) -> dict[str, Any]:
                 "IN",
                 value,
                 year,
-                f"Ember India states {year}",
+                in_sources[year],
                 "life-cycle",
                 CC_BY,
             )
 
-    factors = _json(src / "codecarbon" / "carbon_intensity_per_source.json")
+    canada_source = (
+        "Canada 2023 generation mix x IPCC median life-cycle factors; not the series of "
+        + _national_figure(countries, "CA")
+    )
     for key, mix in _json(src / "codecarbon" / "canada_energy_mix.json").items():
         code, name = CANADA[key]
-        if mix.get("other", 0):
-            _fail(f"{name} has an 'other' share with no emission factor")
-        shares = {fuel: float(mix.get(fuel, 0.0)) for fuel in CANADA_FACTORS}
-        total = sum(shares.values())
-        value = sum(s * float(factors[CANADA_FACTORS[f]]) for f, s in shares.items()) / total
         add(
             f"CA-{code}",
             name,
             "CA",
-            value,
+            _canada_value(name, mix),
             2023,
-            "Canada 2023 generation mix x per-fuel factors (codecarbon)",
+            canada_source,
             "life-cycle",
-            "MIT (codecarbon); mix upstream not stated",
+            "mix: MIT (codecarbon), upstream not stated; factors: IPCC, cited",
         )
 
     china = _json(src / "codecarbon" / "china_provincial_emissions.json")
+    cn = countries["countries"]["CN"]
     for code, row in china["data"].items():
         if row["unit"] != "gCO2/kWh":
             _fail(f"unexpected unit for {code}: {row['unit']}")
@@ -505,7 +575,8 @@ def build_regions(src: Path) -> dict[str, Any]:
             "CN",
             float(row["emission_factor"]),
             int(row["year"]),
-            f"China MEE/NBS {row['year']} (CO2 only)",
+            f"China MEE/NBS {row['year']} provincial factors, CO2 only; not the series or basis "
+            f"of the China national figure, {cn['source']} life-cycle",
             "co2-only",
             "official Chinese government publication",
         )
@@ -517,33 +588,44 @@ def build_regions(src: Path) -> dict[str, Any]:
         if target not in regions or alias in regions:
             _fail(f"bad region alias {alias} -> {target}")
 
+    factors = ", ".join(
+        f"{fuel} {value:g} ({cite})" for fuel, (value, cite) in IPCC_FACTORS.items()
+    )
     meta = {
         "source": "Ember US and India subnational yearly data; Canadian provincial generation "
-        "mix and per-fuel factors from codecarbon 3.3.2; China MEE/NBS provincial factors",
+        "mix from codecarbon 3.3.2 with IPCC median life-cycle factors; China MEE/NBS "
+        "provincial factors",
         "url": EMBER_URL,
         "year": _year_span([r["year"] for r in regions.values()]),
         "basis": "mixed: see each row's basis (US, IN, CA life-cycle; CN co2-only)",
         "licence": "mixed: see each row's licence (Ember CC BY 4.0; codecarbon MIT; China "
         "official publication)",
         "unit": "gCO2e/kWh (CN rows: gCO2/kWh)",
-        "notes": "Keys are ISO 3166-2 codes. US (50 states + DC) and India: Ember's subnational "
-        "emissions intensity, latest year, which Ember computes 'using the same methodology' as "
-        "its yearly country data, i.e. life-cycle factors (pure-hydro Indian states show "
-        "exactly Ember's 24 g/kWh hydro factor); Ember's US Total (345.6 g/kWh in 2024) is "
-        "lower than its country-level US value (383.6), so the state and country tables are not "
-        "perfectly consistent. Canada: 2023 generation shares (codecarbon; upstream not stated, "
-        "probably the Canada Energy Regulator) normalised to 100 % and weighted with "
-        "carbon_intensity_per_source.json (coal 995, petroleum 816, natural gas 743 from the "
-        "energy-usage project; nuclear, hydro, wind, solar from WNA 2011; biomass 230 from IPCC "
-        "AR5); its fossil factors are higher than IPCC AR5 life-cycle medians, so fossil-heavy "
-        "provinces may be overstated. China: official 2023 provincial factors, CO2 only, "
-        "direct, with inter-provincial transfers; no Tibet (falls back to CN). 'aliases' maps "
-        "retired ISO 3166-2:IN codes to the current ones.",
+        "notes": "Keys are ISO 3166-2 codes. No region shares the source and year of its "
+        "country's figure, and each row's source says so. US (50 states + DC) and India: "
+        "Ember's subnational emissions intensity, latest year, which Ember computes 'using the "
+        "same methodology' as its yearly country data, i.e. life-cycle (pure-hydro Indian "
+        "states show exactly the 24 g/kWh hydro factor); but Ember's state totals are below its "
+        "national values for the same year (each row's source gives both), so a state and its "
+        "country are two series. Canada: 2023 generation "
+        "shares (codecarbon; upstream not stated, probably the Canada Energy Regulator), "
+        "normalised to 100 % and weighted with one set of IPCC median life-cycle factors in "
+        f"g/kWh: {factors}; AR5 = IPCC AR5 WG3 Annex III, SRREN = IPCC SRREN Annex II (AR5's "
+        "table has no oil). China: official 2023 provincial factors, CO2 only (not CO2e, not "
+        "life-cycle), with inter-provincial transfers; no Tibet (falls back to CN). 'aliases' "
+        "maps retired ISO 3166-2:IN codes to the current ones.",
     }
     return {"meta": meta, "regions": regions, "aliases": dict(REGION_ALIASES)}
 
 
 # --------------------------------------------------------------------------- cloud regions
+
+
+# Google's 'Grid carbon intensity (gCO2eq / kWh)': "the average operational gross emissions
+# per unit of energy from the grid" (region-carbon-info README): direct, not life-cycle.
+GCP_SOURCE = (
+    "Google region-carbon-info 2024; direct (Google's operational grid figure), not life-cycle"
+)
 
 
 def build_cloud(src: Path, countries: dict[str, Any], regions: dict[str, Any]) -> dict[str, Any]:
@@ -578,7 +660,7 @@ def build_cloud(src: Path, countries: dict[str, Any], regions: dict[str, Any]) -
                 g_per_kwh=_g(google[region]),
                 year=2024,
                 basis="direct",
-                source="Google region-carbon-info 2024",
+                source=GCP_SOURCE,
                 licence="Apache-2.0",
             )
         table[key] = row
@@ -1003,8 +1085,10 @@ files listed here (snapshots kept next to the repository in `../shared/data`, se
 - Year: 2000-2024 series; we keep the latest year per country or state
 - Licence: CC BY 4.0 (https://creativecommons.org/licenses/by/4.0/), per Ember's `metadata.json`
 - Taken: `emissions_intensity_gco2_per_kwh` (life-cycle gCO2e/kWh) per country
-  (`countries.json`), the World value (default), and per US state + DC and Indian state or
-  union territory (`regions.json`).
+  (`countries.json`), the World value of its latest year (the default), and per US state + DC
+  and Indian state or union territory (`regions.json`), with the 'US Total' and 'India Total'
+  rows and the national values of the same year, which each state's source string quotes:
+  the state data are another series than the national figures (lower totals).
 - Modifications: latest year with a positive value; zero values skipped (Central African
   Republic 2013-2022); keyed by ISO 3166-1 alpha-2 / ISO 3166-2 codes; rounded.
 
@@ -1023,16 +1107,24 @@ files listed here (snapshots kept next to the repository in `../shared/data`, se
 - Taken: the alpha-2 / alpha-3 / English name crosswalk only (not its intensities). Namibia
   (NA/NAM) and Kosovo (XK/XKX) added by hand, plus a few common English aliases.
 
-### Canadian provinces and territories (via codecarbon 3.3.2, MIT)
-- URL: https://github.com/mlco2/codecarbon (`data/private_infra/2023/canada_energy_mix.json`,
-  `data/private_infra/carbon_intensity_per_source.json`)
+### Canadian provinces and territories: generation mix (via codecarbon 3.3.2, MIT)
+- URL: https://github.com/mlco2/codecarbon (`data/private_infra/2023/canada_energy_mix.json`)
 - Year: 2023 generation mix
 - Licence: MIT (codecarbon). The mix's upstream is not stated (probably the Canada Energy
-  Regulator, Open Government Licence - Canada); per-fuel factors cite the energy-usage project,
-  the World Nuclear Association (2011) and IPCC AR5 WG3 Annex III.
-- Taken: generation shares and per-fuel factors.
-- Modifications: shares normalised to 100 %, intensity = share-weighted mean of the factors
-  (tidal takes the hydro factor).
+  Regulator, Open Government Licence - Canada).
+- Taken: generation shares only. codecarbon's per-fuel factors
+  (`carbon_intensity_per_source.json`: coal 995, natural gas 743, petroleum 816 g/kWh, from
+  the energy-usage project) are not used.
+- Modifications: shares normalised to 100 %; intensity = share-weighted mean of the IPCC
+  median life-cycle factors below.
+
+### IPCC median life-cycle emission factors (Canadian provinces)
+- IPCC AR5 WG3 Annex III (Schlömer et al. 2014), Table A.III.2, lifecycle medians in
+  gCO2eq/kWh: coal (PC) 820, gas (combined cycle) 490, biomass (dedicated) 230, hydropower
+  24, nuclear 12, wind onshore 11, solar PV utility 48.
+  https://www.ipcc.ch/site/assets/uploads/2018/02/ipcc_wg3_ar5_annex-iii.pdf
+- IPCC SRREN Annex II (Moomaw et al. 2011), Table A.II.4: oil 840 (AR5's table has no oil).
+- Taken: these eight figures, cited; one set for every province.
 
 ### China provincial electricity CO2 emission factors (via codecarbon 3.3.2, MIT)
 - URL: https://www.mee.gov.cn/xxgk2018/xxgk/xxgk01/202512/t20251231_1139517.html
@@ -1046,7 +1138,7 @@ files listed here (snapshots kept next to the repository in `../shared/data`, se
 - Year: 2024
 - Licence: Apache-2.0
 - Taken: 'Grid carbon intensity (gCO2eq / kWh)' per GCP region (Google: average operational
-  gross emissions of the local grid, location-based).
+  gross emissions of the local grid, location-based): a direct figure, not life-cycle.
 - Modifications: none.
 
 ## Cloud region table (`cloud_regions.json`)
@@ -1120,7 +1212,7 @@ def _check_finite(obj: Any, where: str) -> None:
 def build(src: Path) -> dict[str, bytes]:
     """Every output file's name and bytes."""
     countries = build_countries(src)
-    regions = build_regions(src)
+    regions = build_regions(src, countries)
     tables = {
         "countries.json": countries,
         "regions.json": regions,

@@ -2,9 +2,11 @@
 
 Tables (``carbon_callbacks/data``, built by ``scripts/build_data.py``; provenance and
 licences in ``DATA_LICENSES.md``): countries by ISO 3166-1 code (Ember, life-cycle),
-sub-national regions by ISO 3166-2 code (US, CA, IN, CN), and public AWS / GCP / Azure
-regions. Everything loads lazily on the first lookup and is cached; nothing here touches
-the network.
+sub-national regions by ISO 3166-2 code (US and IN: Ember state data, life-cycle; CA:
+generation mix x IPCC median factors, life-cycle; CN: CO2 only), and public AWS / GCP / Azure
+regions (GCP: Google's direct figures). Every `Intensity` says its ``basis``, and its
+``source`` says how it differs from the country figures when it does. Everything loads
+lazily on the first lookup and is cached; nothing here touches the network.
 
 Example:
     >>> from carbon_callbacks.intensity import resolve

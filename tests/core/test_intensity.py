@@ -91,7 +91,53 @@ def test_retired_iso_code_maps_to_the_current_one() -> None:
 
 
 def test_china_regions_say_they_are_co2_only() -> None:
-    assert resolve(region="CN-BJ").basis == "co2-only"
+    result = resolve(region="CN-BJ")
+    assert result.basis == "co2-only" and result.g_per_kwh == 555.4 and result.year == 2023
+    assert result.source == (
+        "China MEE/NBS 2023 provincial factors, CO2 only; not the series or basis of the China "
+        "national figure, Ember/OWID 2025 life-cycle"
+    )
+    cloud = resolve(cloud="aws:cn-north-1")
+    assert cloud.basis == "co2-only" and cloud.g_per_kwh == 555.4
+    assert cloud.source == f"{result.source} (region CN-BJ, for aws:cn-north-1)"
+
+
+def test_a_us_state_says_it_is_embers_state_data_and_not_the_national_series() -> None:
+    result = resolve(region="US-CA")
+    assert (result.g_per_kwh, result.year, result.basis) == (199.67, 2024, "life-cycle")
+    assert result.source == (
+        "Ember US state data 2024; not the series of the United States national figure, "
+        "Ember/OWID 2025 (for 2024, Ember's states total 345.6 g/kWh and its national value "
+        "383.6)"
+    )
+    national = resolve(country="US")
+    assert (national.g_per_kwh, national.source) == (384.4, "Ember/OWID 2025")
+
+
+def test_canadian_provinces_are_on_the_ipcc_life_cycle_factors() -> None:
+    # Alberta's 2023 mix (%) x IPCC AR5 medians (gas 490, coal 820, biomass 230, solar 48,
+    # wind 11, hydro 24) and SRREN's oil 840, over the shares' sum 99.82.
+    grams = 73.5 * 490 + 8.0 * 820 + 0.02 * 840 + 2.0 * 230 + 3.2 * 48 + 11.3 * 11 + 1.8 * 24
+    result = resolve(region="Alberta")
+    assert result.g_per_kwh == round(grams / 99.82, 2) == 434.51
+    assert result.basis == "life-cycle" and result.year == 2023
+    assert result.source.startswith("Canada 2023 generation mix x IPCC median life-cycle factors;")
+
+
+def test_every_bundled_intensity_says_its_basis_and_no_co2_only_one_says_co2e() -> None:
+    found = [resolve(country=c) for c in load_json("countries.json")["countries"]]
+    found += [resolve(region=r) for r in load_json("regions.json")["regions"]]
+    found += [r.intensity for r in cloud_regions()]
+    found += [resolve(env=NO_ENV), resolve(intensity_g_per_kwh=50)]
+    assert {i.basis for i in found} == {"life-cycle", "direct", "co2-only", "user"}
+    for result in found:
+        assert result.source, result.location
+        if result.basis == "co2-only":
+            assert "CO2 only" in result.source and "CO2e" not in result.source, result.location
+        if result.basis == "direct":
+            assert "direct" in result.source, result.location
+    bases = {r.location: r.basis for r in found if r.kind == "cloud"}
+    assert {b for k, b in bases.items() if k.startswith("gcp:")} == {"direct"}
 
 
 def test_region_outside_country_is_an_error() -> None:
@@ -121,7 +167,10 @@ def test_country_code_given_as_region() -> None:
 def test_gcp_region_uses_googles_figure() -> None:
     result = resolve(cloud="gcp:europe-west1")
     assert result.kind == "cloud" and result.cloud == "gcp:europe-west1"
-    assert result.source == "Google region-carbon-info 2024" and result.year == 2024
+    assert result.source == (
+        "Google region-carbon-info 2024; direct (Google's operational grid figure), not life-cycle"
+    )
+    assert result.basis == "direct" and result.year == 2024 and result.g_per_kwh == 103.37
     assert result.country == "BE"
     assert resolve(cloud="google:Europe-West1") == result
 
@@ -208,7 +257,9 @@ def test_nothing_configured_gives_the_world_default() -> None:
     assert result.kind == "world-default" and result.is_default
     assert result.location == "world" and result.country is None
     assert result.g_per_kwh == world["g_per_kwh"] and result.year == world["year"]
-    assert "world average (no location configured)" in result.source
+    # Ember's World row of its latest year (2024), the same rule as the countries'
+    assert (result.g_per_kwh, result.year, result.basis) == (472.99, 2024, "life-cycle")
+    assert result.source == "Ember 2024 world average (no location configured)"
 
 
 def test_world_default_does_not_warn_or_log_a_warning(caplog: pytest.LogCaptureFixture) -> None:

@@ -135,7 +135,8 @@ def test_alternatives_of_a_cloud_run_are_the_same_provider_lowest_first() -> Non
             (a.emissions_kg / totals.emissions_kg - 1) * 100, rel=1e-9
         )
         assert a.change_pct < 0
-        assert a.basis == "direct" and a.year == 2024 and a.source
+        assert a.basis == "direct" and a.year == 2024
+        assert a.source == "Google region-carbon-info 2024" and a.note is None
     assert [a.g_per_kwh for a in found] == sorted(a.g_per_kwh for a in found)
 
 
@@ -190,9 +191,62 @@ def test_advice_compares_like_with_like() -> None:
     line = advice_line(_run(1.0, intensity), intensity)
     assert line is not None and not line.split()[4].startswith("gcp:")
     assert "direct" not in line
+
+
+@pytest.mark.parametrize("country", ["US", "DE", "IN", "CN", "FR", "BR"])
+def test_a_life_cycle_run_is_never_sent_to_a_direct_or_co2_only_figure(country: str) -> None:
+    intensity = resolve(country=country)
+    found = greener_alternatives(_run(1.0, intensity), intensity, n=200)
+    assert found and {a.basis for a in found} == {"life-cycle"}
+    assert greener_region_tag(_run(1.0, intensity), intensity).endswith(" %)")
+
+
+def test_a_user_given_intensity_against_a_direct_figure_says_so() -> None:
     forced = resolve(intensity_g_per_kwh=400)  # the user's own figure: any region compares
+    # gcp:europe-north2: 2.73 g/kWh in Google's 2024 file; 1 kWh x 2.73 g = 0.00273 kg;
+    # 2.73 / 400 - 1 = -99.3 %
     assert advice_line(_run(1.0, forced), forced) == (
-        "the same run in gcp:europe-north2 would have emitted about 0.0027 kg CO2eq (-99 %)"
+        "the same run in gcp:europe-north2 would have emitted about 0.0027 kg CO2eq (-99 %) "
+        "[direct figure (Google region-carbon-info 2024) vs the user-given intensity of this "
+        "run]"
+    )
+    assert greener_region_tag(_run(1.0, forced), forced) == (
+        "gcp:europe-north2 (-99 %, direct figure)"
+    )
+    (a,) = greener_alternatives(_run(1.0, forced), forced, n=1)
+    assert (
+        a.note
+        == "direct figure (Google region-carbon-info 2024) vs the user-given intensity of this run"
+    )
+
+
+def test_advice_across_series_says_so() -> None:
+    intensity = resolve(country="US")  # Ember/OWID 2025, 384.4 g/kWh
+    # aws:ca-central-1 is Quebec, 27.95 g/kWh from the 2023 mix x IPCC factors: another series;
+    # 1 kWh x 27.95 g = 0.02795 kg; 27.95 / 384.4 - 1 = -92.7 %
+    assert advice_line(_run(1.0, intensity), intensity) == (
+        "the same run in aws:ca-central-1 would have emitted about 0.028 kg CO2eq (-93 %) "
+        "[Canada 2023 generation mix x IPCC median life-cycle factors (region CA-QC), another "
+        "series than this run's Ember/OWID 2025]"
+    )
+    assert greener_region_tag(_run(1.0, intensity), intensity) == "aws:ca-central-1 (-93 %)"
+
+
+def test_advice_within_one_series_has_no_note() -> None:
+    intensity = resolve(cloud="aws:us-east-1")  # Virginia, Ember US state data
+    found = greener_alternatives(_run(1.0, intensity), intensity, n=50, near="US")
+    in_us = [a for a in found if a.region in {"aws:us-west-2", "aws:us-west-1", "aws:us-east-2"}]
+    assert in_us and all(a.note is None for a in in_us)
+    assert all(a.note is not None for a in found if resolve(cloud=a.region).country != "US")
+
+
+def test_a_co2_only_run_is_compared_with_co2_only_figures_in_kg_co2() -> None:
+    intensity = resolve(region="CN-HE")  # Hebei, 651.6 g CO2/kWh (MEE/NBS 2023)
+    found = greener_alternatives(_run(1.0, intensity), intensity, n=50)
+    assert found and {a.basis for a in found} == {"co2-only"}
+    # aws:cn-north-1 is Beijing, 555.4: 0.5554 kg CO2; 555.4 / 651.6 - 1 = -14.8 %
+    assert advice_line(_run(1.0, intensity), intensity) == (
+        "the same run in aws:cn-north-1 would have emitted about 0.56 kg CO2 (-15 %)"
     )
 
 
@@ -232,7 +286,39 @@ def test_cli_lists_five_aws_regions_with_intensity_and_source(
         assert f"{region.intensity.g_per_kwh:.1f}" in cells
         assert "life-cycle" in cells
     assert "Ember" in "\n".join(rows)
-    assert out[6].startswith("Basis: life-cycle")
+    assert out[6] == "Basis: life-cycle = generation incl. upstream emissions, all gases as CO2e."
+    assert out[7:] == [
+        "Note: Canada 2023 generation mix x IPCC median life-cycle factors: not the series of "
+        "the Canada national figure, Ember/OWID 2025."
+    ]
+
+
+def test_cli_shows_each_rows_basis_and_the_caveat_of_each_source(
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    assert main(["--near", "CN"]) == 0
+    out = capsys.readouterr().out.splitlines()
+    header = out[0].split()
+    rows = {line.split()[1]: line for line in out[1:] if line.split()[0].isdigit()}
+    assert len(rows) == len(rank_regions(near="CN"))
+    for region_id, line in rows.items():
+        assert resolve(cloud=region_id).basis in line.split(), region_id
+    assert "co2-only" in rows["azure:chinanorth"].split()
+    assert "direct" in rows["gcp:asia-east2"].split()
+    assert header[5] == "basis"
+    assert (
+        "Basis: co2-only = combustion CO2 only, no other gases: g CO2, not CO2e (China MEE); "
+        "direct = the provider's figure for its grid, combustion only (Google); life-cycle = "
+        "generation incl. upstream emissions, all gases as CO2e." in out
+    )
+    assert (
+        "Note: China MEE/NBS 2023 provincial factors, CO2 only: not the series or basis of the "
+        "China national figure, Ember/OWID 2025 life-cycle." in out
+    )
+    assert (
+        "Note: Google region-carbon-info 2024: direct (Google's operational grid figure), not "
+        "life-cycle." in out
+    )
 
 
 def test_cli_through_the_main_command(capsys: pytest.CaptureFixture[str]) -> None:
