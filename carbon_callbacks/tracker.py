@@ -391,6 +391,9 @@ class Tracker:
             self.nodes, self.world_size, self.gpu_count = round(nodes), round(world), round(gpus)
         now = self._clock()
         for component, sensor in list(self._sensors.items()):
+            bind_errors = getattr(sensor, "bind_errors", None)
+            if callable(bind_errors):  # e.g. NVML's counter restarts, recorded and warned here
+                bind_errors(self.errors)
             try:
                 sensor.start(now)
             except Exception as exc:  # any sensor's failure is recorded; the run goes on

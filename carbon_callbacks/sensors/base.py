@@ -22,11 +22,12 @@ NVML_ENERGY = "nvml-energy"
 NVML_POWER = "nvml-power"
 ESTIMATE_TDP = "estimate-tdp"
 ESTIMATE_RAM = "estimate-ram"
+ESTIMATE_GPU_TDP = "estimate-gpu-tdp"
 CONSTANT = "constant"
 NONE = "none"
 
 MEASURED_METHODS = frozenset({RAPL, NVML_ENERGY, NVML_POWER})
-ESTIMATED_METHODS = frozenset({ESTIMATE_TDP, ESTIMATE_RAM, CONSTANT})
+ESTIMATED_METHODS = frozenset({ESTIMATE_TDP, ESTIMATE_RAM, ESTIMATE_GPU_TDP, CONSTANT})
 
 METHOD_DESCRIPTIONS = {
     RAPL: "measured (RAPL energy counters)",
@@ -34,6 +35,7 @@ METHOD_DESCRIPTIONS = {
     NVML_POWER: "measured (NVML power samples, integrated)",
     ESTIMATE_TDP: "estimated (CPU TDP x load model)",
     ESTIMATE_RAM: "estimated (0.3725 W per GB of RAM)",
+    ESTIMATE_GPU_TDP: "estimated (GPU TDP x utilisation model)",
     CONSTANT: "estimated (constant power given by the user)",
     NONE: "not counted",
 }
@@ -104,4 +106,6 @@ class PollingSensor(Sensor, Protocol):
 
 
 def is_estimate(method: str) -> bool:
-    return method in ESTIMATED_METHODS
+    """Whether `method` is an estimate; a merged label (``"rapl+estimate-tdp"``, from summing
+    laps measured differently) is one when any of its parts is."""
+    return any(part in ESTIMATED_METHODS for part in method.split("+"))
