@@ -40,6 +40,76 @@ METHOD_DESCRIPTIONS = {
     NONE: "not counted",
 }
 
+_RAM_W_PER_GB = 0.3725  # the RAM estimate's figure (estimate.RAM_W_PER_GB)
+
+# For each method, factors (low, high) such that the true energy lies within
+# [value x low, value x high]. docs/methodology.md has the table with the sources.
+METHOD_ERROR_BOUNDS: dict[str, tuple[float, float]] = {
+    # Khan, Ou, Hirki, Nurminen & Niemi 2016, "How much power does your server consume?
+    # Estimating wall socket power using RAPL measurements", Computer Science - Research and
+    # Development 31(4):207-214: wall power predicted from RAPL package power against a plug
+    # meter, at most 5.6 % error (Stress-ng, STREAM, ParFullCMS, Parsec). The closest published
+    # RAPL-versus-meter figure found; it bounds a fitted model, not each domain's reading.
+    # For DRAM domains Desrochers, Paradis & Weaver 2016 (MEMSYS, doi:10.1145/2989081.2989088)
+    # report a constant offset, worst at idle, without one figure; none is taken from them.
+    RAPL: (1.0 - 0.056, 1.0 + 0.056),
+    # NVIDIA's NVML reference, nvmlDeviceGetPowerUsage: "accurate to within +/- 5% of current
+    # power draw" (stated for Fermi and Kepler; NVIDIA states no figure for later GPUs or for
+    # nvmlDeviceGetTotalEnergyConsumption). Yang et al. 2024 (SC24, "Accurate and Convenient
+    # Energy Measurements for GPUs", arXiv:2312.02741) found that A100 and H100 sample their
+    # power during only 25 % of the time, which can bias short bursts; no bound for epoch-long
+    # windows is published there, so none is added here.
+    NVML_ENERGY: (0.95, 1.05),
+    NVML_POWER: (0.95, 1.05),
+    # replaced by the held-out validation of the CPU model
+    ESTIMATE_TDP: (0.8, 1.25),
+    # Published per-GB DRAM figures around 0.3725 W/GB (Green Algorithms): CodeCarbon v2
+    # 3 W / 8 GB = 0.375, Cloud Carbon Footprint 0.392 W/GB; CodeCarbon v3's per-module model
+    # gives from ~40 W for a 1 TB server (taken as 1024 GB, 0.039 W/GB) to ~10 W for an 8 GB
+    # laptop (1.25 W/GB) (CodeCarbon 3 methodology documentation, "RAM"). The bounds span
+    # those two.
+    ESTIMATE_RAM: (40.0 / 1024.0 / _RAM_W_PER_GB, 10.0 / 8.0 / _RAM_W_PER_GB),
+    # Latif et al. 2025, "Empirically-Calibrated H100 Node Power Models for Reducing
+    # Uncertainty in AI Training Energy Estimation" (arXiv:2506.14551): TDP-based estimates of
+    # 8 x H100 training were 27-37 % off the measured energy (intensive workloads drew 76 % of
+    # the rated power). Applied both ways: TDP x utilisation can also miss idle power.
+    ESTIMATE_GPU_TDP: (1.0 - 0.37, 1.0 + 0.37),
+    # The user's own watts: the energy is exactly what they asked for.
+    CONSTANT: (1.0, 1.0),
+    # Nothing counted: nothing to bound.
+    NONE: (1.0, 1.0),
+}
+
+
+def energy_bounds(method: str, energy_kwh: float) -> tuple[float, float]:
+    """``(low_kwh, high_kwh)``: the range `METHOD_ERROR_BOUNDS` gives `energy_kwh` measured by
+    `method`. A merged label (``"rapl+estimate-tdp"``, laps measured differently) takes the
+    widest bounds of its parts.
+
+    Args:
+        method: a method label, or labels joined by ``+``.
+        energy_kwh: the energy in kWh.
+
+    Raises:
+        ValueError: a label has no documented accuracy (the message names it and the known
+            labels).
+
+    Example:
+        >>> energy_bounds("nvml-energy", 2.0)
+        (1.9, 2.1)
+    """
+    lows: list[float] = []
+    highs: list[float] = []
+    for part in method.split("+"):
+        if part not in METHOD_ERROR_BOUNDS:
+            known = ", ".join(sorted(METHOD_ERROR_BOUNDS))
+            raise ValueError(f"no documented accuracy for method {part!r}; known: {known}")
+        low, high = METHOD_ERROR_BOUNDS[part]
+        lows.append(low)
+        highs.append(high)
+    a, b = energy_kwh * min(lows), energy_kwh * max(highs)
+    return (a, b) if a <= b else (b, a)
+
 
 class SensorError(RuntimeError):
     """A sensor could not be read at run time (the tracker records it and carries on)."""
