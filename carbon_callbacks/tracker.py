@@ -402,6 +402,9 @@ class Tracker:
         self.run_id = run_id or os.urandom(16).hex()
         now = self._clock()
         for component, sensor in list(self._sensors.items()):
+            bind_errors = getattr(sensor, "bind_errors", None)
+            if callable(bind_errors):  # e.g. NVML's counter restarts, recorded and warned here
+                bind_errors(self.errors)
             try:
                 sensor.start(now)
             except Exception as exc:  # any sensor's failure is recorded; the run goes on

@@ -820,6 +820,46 @@ GPU_FIXES: dict[str, tuple[dict[str, Any], str]] = {
         "the seed gives no source; AWS g5 instances may report a higher power cap in NVML",
     ),
 }
+# The draft's to-verify rows that a GPU estimate can reach (NVIDIA GPUs, seen through NVML),
+# checked here: model -> (verified against a vendor datasheet, what was found). AMD and
+# Google rows cannot be reached by an NVML device and stay unverified.
+GPU_CHECKED: dict[str, tuple[bool, str]] = {
+    "H100 PCIe 80GB": (
+        True,
+        "NVIDIA H100 PCIe product brief PB-11133-001_v02 (November 2022): maximum thermal "
+        "design power 350 W",
+    ),
+    "A40": (
+        True,
+        "NVIDIA A40 datasheet table (as reproduced on reseller pages): max power consumption 300 W",
+    ),
+    "L40": (
+        True,
+        "NVIDIA L40/L40S datasheet table (as reproduced on reseller pages): max power "
+        "consumption 300 W for the L40, 350 W for the L40S",
+    ),
+    "H200 SXM 141GB": (
+        False,
+        "no NVIDIA datasheet found; independent specification pages agree on 700 W for the "
+        "SXM H200",
+    ),
+    "H200 NVL 141GB": (
+        False,
+        "no NVIDIA datasheet found; independent specification pages agree on 600 W for the "
+        "H200 NVL",
+    ),
+    "B200 (HGX)": (
+        False,
+        "no NVIDIA datasheet found; pages quoting NVIDIA's DGX/HGX B200 documentation give "
+        "up to 1,000 W per GPU",
+    ),
+}
+# To-verify rows dropped: no vendor figure could be found to check them (such a GPU gets the
+# table's default_w, labelled as an unknown GPU).
+GPU_DROPPED = {
+    "A10": "the draft's 150 W could not be checked against a datasheet",
+    "A30": "the draft's 165 W could not be checked against a datasheet",
+}
 
 
 def build_gpu(src: Path) -> dict[str, Any]:
@@ -829,13 +869,19 @@ def build_gpu(src: Path) -> dict[str, Any]:
         if row["match_hint"] == "*":
             default_w = float(row["tdp_w"])
             continue
+        if row["model"] in GPU_DROPPED:
+            continue
         match = [m.rstrip("$") for m in row["match_hint"].split("|")]
         match += GPU_EXTRA_MATCH.get(row["model"], [])
         status, notes, seed = row["status"], row["notes"].strip(), row["seed_source"].strip()
+        verified = status != "to-verify"
         if status == "seed":
             source = f"{notes or 'vendor specification'} (via {seed})"
         elif status == "corrected":
             source = f"vendor datasheet; corrects the seed file: {notes}"
+        elif status == "to-verify" and row["model"] in GPU_CHECKED:
+            verified, found = GPU_CHECKED[row["model"]]
+            source = f"{notes}; checked here: {found}"
         elif status == "to-verify":
             source = f"{notes}; from the draft, not re-checked against the datasheet here"
         else:
@@ -847,7 +893,7 @@ def build_gpu(src: Path) -> dict[str, Any]:
                 "match": match,
                 "tdp_w": float(row["tdp_w"]),
                 "source": source,
-                "verified": status != "to-verify",
+                "verified": verified,
             }
         )
         if row["model"] in GPU_FIXES:
@@ -887,9 +933,11 @@ def build_gpu(src: Path) -> dict[str, Any]:
         "several rows match, the longest match string wins. The seed's errors are fixed: V100 "
         "PCIe 250 W and SXM2 300 W (swapped in mlco2), GTX 750 55 W, A100 80GB PCIe 300 W, and "
         "the K80 is listed per GPU (150 W; the 300 W board holds two). "
-        "Rows with verified=false were written from vendor pages from memory, or have no "
-        "traceable source, and were not re-checked against a datasheet. default_w (Green "
-        "Algorithms 'Any') is for an unknown GPU.",
+        "Rows with verified=false have no figure checked against a vendor datasheet: the "
+        "AMD rows (written from memory), the A10G (no source), and the H200 and B200 rows "
+        "(checked against secondary pages only, as their source says). The draft's A10 and "
+        "A30 rows could not be checked and were dropped. default_w (Green Algorithms 'Any') "
+        "is for an unknown GPU.",
     }
     return {"meta": meta, "default_w": default_w, "gpus": gpus}
 

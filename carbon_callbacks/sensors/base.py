@@ -22,11 +22,12 @@ NVML_ENERGY = "nvml-energy"
 NVML_POWER = "nvml-power"
 ESTIMATE_TDP = "estimate-tdp"
 ESTIMATE_RAM = "estimate-ram"
+ESTIMATE_GPU_TDP = "estimate-gpu-tdp"
 CONSTANT = "constant"
 NONE = "none"
 
 MEASURED_METHODS = frozenset({RAPL, NVML_ENERGY, NVML_POWER})
-ESTIMATED_METHODS = frozenset({ESTIMATE_TDP, ESTIMATE_RAM, CONSTANT})
+ESTIMATED_METHODS = frozenset({ESTIMATE_TDP, ESTIMATE_RAM, ESTIMATE_GPU_TDP, CONSTANT})
 
 METHOD_DESCRIPTIONS = {
     RAPL: "measured (RAPL energy counters)",
@@ -34,9 +35,76 @@ METHOD_DESCRIPTIONS = {
     NVML_POWER: "measured (NVML power samples, integrated)",
     ESTIMATE_TDP: "estimated (CPU TDP x load model)",
     ESTIMATE_RAM: "estimated (0.3725 W per GB of RAM)",
+    ESTIMATE_GPU_TDP: "estimated (GPU TDP x utilisation model)",
     CONSTANT: "estimated (constant power given by the user)",
     NONE: "not counted",
 }
+
+_RAM_W_PER_GB = 0.3725  # the RAM estimate's figure (estimate.RAM_W_PER_GB)
+
+# For each method, factors (low, high) such that the true energy lies within
+# [value x low, value x high]. docs/methodology.md has the table with the sources.
+METHOD_ERROR_BOUNDS: dict[str, tuple[float, float]] = {
+    # Khan, Ou, Hirki, Nurminen & Niemi 2016, "How much power does your server consume?
+    # Estimating wall socket power using RAPL measurements", Computer Science - Research and
+    # Development 31(4):207-214: wall power predicted from RAPL package power against a plug
+    # meter, at most 5.6 % error (Stress-ng, STREAM, ParFullCMS, Parsec). The closest published
+    # RAPL-versus-meter figure found; it bounds a fitted model, not each domain's reading.
+    # For DRAM domains Desrochers, Paradis & Weaver 2016 (MEMSYS, doi:10.1145/2989081.2989088)
+    # report a constant offset, worst at idle, without one figure; none is taken from them.
+    RAPL: (1.0 - 0.056, 1.0 + 0.056),
+    # NVIDIA's NVML reference, nvmlDeviceGetPowerUsage: "accurate to within +/- 5% of current
+    # power draw" (stated for Fermi and Kepler; NVIDIA states no figure for later GPUs or for
+    # nvmlDeviceGetTotalEnergyConsumption). Yang et al. 2024 (SC24, "Accurate and Convenient
+    # Energy Measurements for GPUs", arXiv:2312.02741) found that A100 and H100 sample their
+    # power during only 25 % of the time, which can bias short bursts; no bound for epoch-long
+    # windows is published there, so none is added here.
+    NVML_ENERGY: (0.95, 1.05),
+    NVML_POWER: (0.95, 1.05),
+    # replaced by the held-out validation of the CPU model
+    ESTIMATE_TDP: (0.8, 1.25),
+    # Published per-GB DRAM figures around 0.3725 W/GB (Green Algorithms): CodeCarbon v2
+    # 3 W / 8 GB = 0.375, Cloud Carbon Footprint 0.392 W/GB; CodeCarbon v3's per-module model
+    # gives from ~40 W for a 1 TB server (taken as 1024 GB, 0.039 W/GB) to ~10 W for an 8 GB
+    # laptop (1.25 W/GB) (CodeCarbon 3 methodology documentation, "RAM"). The bounds span
+    # those two.
+    ESTIMATE_RAM: (40.0 / 1024.0 / _RAM_W_PER_GB, 10.0 / 8.0 / _RAM_W_PER_GB),
+    # Latif et al. 2025, "Empirically-Calibrated H100 Node Power Models for Reducing
+    # Uncertainty in AI Training Energy Estimation" (arXiv:2506.14551): TDP-based estimates of
+    # 8 x H100 training were 27-37 % off the measured energy (intensive workloads drew 76 % of
+    # the rated power). Applied both ways: TDP x utilisation can also miss idle power.
+    ESTIMATE_GPU_TDP: (1.0 - 0.37, 1.0 + 0.37),
+    # The user's own watts: the energy is exactly what they asked for.
+    CONSTANT: (1.0, 1.0),
+    # Nothing counted: nothing to bound.
+    NONE: (1.0, 1.0),
+}
+
+
+# A label with no documented accuracy (a custom sensor's own): a factor of two either way.
+UNKNOWN_ERROR_BOUNDS = (0.5, 2.0)
+
+
+def energy_bounds(method: str, energy_kwh: float) -> tuple[float, float]:
+    """``(low_kwh, high_kwh)``: the range `METHOD_ERROR_BOUNDS` gives `energy_kwh` measured by
+    `method`. A merged label (``"rapl+estimate-tdp"``, laps measured differently) takes the
+    widest bounds of its parts; a label without a documented accuracy (a custom sensor's)
+    takes `UNKNOWN_ERROR_BOUNDS`.
+
+    Args:
+        method: a method label, or labels joined by ``+``.
+        energy_kwh: the energy in kWh.
+
+    Example:
+        >>> energy_bounds("nvml-energy", 2.0)
+        (1.9, 2.1)
+    """
+    bounds = METHOD_ERROR_BOUNDS.get(method)
+    if bounds is None:
+        parts = [METHOD_ERROR_BOUNDS.get(p, UNKNOWN_ERROR_BOUNDS) for p in method.split("+")]
+        bounds = (min(p[0] for p in parts), max(p[1] for p in parts))
+    a, b = energy_kwh * bounds[0], energy_kwh * bounds[1]
+    return (a, b) if a <= b else (b, a)
 
 
 class SensorError(RuntimeError):
@@ -104,39 +172,6 @@ class PollingSensor(Sensor, Protocol):
 
 
 def is_estimate(method: str) -> bool:
-    """True when `method`, or any part of a merged label (``"rapl+estimate-tdp"``: another
-    rank estimated what this one measured), is an estimate."""
-    if method in ESTIMATED_METHODS:
-        return True
-    return "+" in method and any(part in ESTIMATED_METHODS for part in method.split("+"))
-
-
-# The range each method's energy is known to: the true energy lies within
-# [value x low, value x high]. The figures and their sources are in docs/methodology.md.
-METHOD_ERROR_BOUNDS: dict[str, tuple[float, float]] = {
-    RAPL: (0.95, 1.05),
-    NVML_ENERGY: (0.95, 1.05),
-    NVML_POWER: (0.9, 1.1),
-    ESTIMATE_TDP: (0.8, 1.25),
-    ESTIMATE_RAM: (0.5, 2.0),
-    CONSTANT: (1.0, 1.0),  # the user's own watts: exact by definition
-    NONE: (1.0, 1.0),
-}
-_UNKNOWN_BOUNDS = (0.5, 2.0)  # a method without a documented figure (a custom sensor)
-
-
-def error_bounds(method: str) -> tuple[float, float]:
-    """``(low, high)`` factors of `method`; a merged label (``"rapl+estimate-tdp"``) takes
-    the widest of its parts."""
-    bounds = METHOD_ERROR_BOUNDS.get(method)
-    if bounds is not None:
-        return bounds
-    parts = [METHOD_ERROR_BOUNDS.get(p, _UNKNOWN_BOUNDS) for p in method.split("+")]
-    return min(p[0] for p in parts), max(p[1] for p in parts)
-
-
-def energy_bounds(method: str, energy_kwh: float) -> tuple[float, float]:
-    """The range ``(low, high)`` the true energy lies in, for `energy_kwh` measured by
-    `method`."""
-    low, high = error_bounds(method)
-    return energy_kwh * low, energy_kwh * high
+    """Whether `method` is an estimate; a merged label (``"rapl+estimate-tdp"``, from summing
+    laps measured differently, or ranks that measure differently) is one when any part is."""
+    return any(part in ESTIMATED_METHODS for part in method.split("+"))

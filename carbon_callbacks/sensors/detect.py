@@ -1,8 +1,9 @@
 """Pick the best energy source for each component, and say why.
 
 Precedence: CPU: user's constant > RAPL packages > TDP x load estimate. RAM: user's constant >
-RAPL dram > 0.3725 W/GB estimate. GPU: NVML energy counter > NVML power samples > none (no GPU
-is not an estimate: ``gpu`` is None). On a machine with neither powercap nor an NVIDIA driver
+RAPL dram > 0.3725 W/GB estimate. GPU: NVML energy counter > NVML power samples > TDP x
+utilisation estimate, for a GPU NVML lists but cannot meter > none (no GPU is not an
+estimate: ``gpu`` is None). On a machine with neither powercap nor an NVIDIA driver
 this costs well under 2 ms and imports no pynvml.
 """
 
@@ -18,6 +19,7 @@ from typing import Any
 
 from carbon_callbacks.sensors.base import (
     CONSTANT,
+    ESTIMATE_GPU_TDP,
     ESTIMATE_RAM,
     ESTIMATE_TDP,
     RAPL,
@@ -154,7 +156,7 @@ def _gpu(
     nvml: Any,
     clock: Callable[[], float],
     interval_s: float | None,
-) -> tuple[Sensor | None, SensorReport]:
+) -> tuple[Sensor | None, list[SensorReport]]:
     from carbon_callbacks.sensors.nvml import describe, open_gpu_sensor
 
     try:
@@ -168,8 +170,17 @@ def _gpu(
                 SensorWarning,
                 stacklevel=3,
             )
-        return None, SensorReport("gpu", "NVML", False, None, str(exc))
-    return sensor, SensorReport("gpu", "NVML", True, sensor.method, describe(sensor))
+        return None, [SensorReport("gpu", "NVML", False, None, str(exc))]
+    if sensor.method != ESTIMATE_GPU_TDP:
+        return sensor, [SensorReport("gpu", "NVML", True, sensor.method, describe(sensor))]
+    unmetered = [d for d in sensor.devices if d.mode == "tdp"]
+    why_not = "; ".join(f"{d.uuid} ({d.name}): {d.why}" for d in unmetered)
+    return sensor, [
+        SensorReport("gpu", "NVML", False, None, f"NVML cannot meter {why_not}"),
+        SensorReport(
+            "gpu", "GPU TDP estimate", True, ESTIMATE_GPU_TDP, f"estimated: {describe(sensor)}"
+        ),
+    ]
 
 
 def detect_sensors(
@@ -235,8 +246,8 @@ def detect_sensors(
         if not count_gpu:
             found.reports.append(_not_counted("gpu"))
         else:
-            found.gpu, report = _gpu(gpu_ids, nvml, clock or time.monotonic, gpu_sample_interval_s)
-            found.reports.append(report)
+            found.gpu, reports = _gpu(gpu_ids, nvml, clock or time.monotonic, gpu_sample_interval_s)
+            found.reports.extend(reports)
     except BaseException:
         found.close()
         for s in (rapl.cpu, rapl.ram) if rapl else ():

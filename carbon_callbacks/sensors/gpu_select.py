@@ -35,11 +35,17 @@ class Device:
     name: str
     uuid: str
     note: str = ""
-    mode: str = ""  # "energy" (counter) or "power" (sampled)
-    base_mj: int = 0
+    mode: str = ""  # "energy" (counter), "power" (sampled) or "tdp" (estimated, sampled)
+    why: str = ""  # how it is measured, or why it cannot be, in words
+    estimate: str = ""  # "tdp" mode: the estimate's inputs, in words
+    last_mj: int = 0  # the counter's last reading
+    counted_mj: int = 0  # counted since start()
+    last_read_t: float = 0.0  # when the counter was last read (tracker clock)
     last_t: float | None = None
     last_w: float = 0.0
     energy_j: float = 0.0
+    tdp_w: float = 0.0  # "tdp" mode: the TDP used
+    has_util: bool = False  # "tdp" mode: NVML reports its utilisation
 
 
 def probe_mode(nv: Any, handle: Any) -> tuple[str | None, str]:

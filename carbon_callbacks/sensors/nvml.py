@@ -1,9 +1,20 @@
-"""GPU energy from NVML: the total-energy counter, or integrated power samples.
+"""GPU energy from NVML: the total-energy counter, integrated power samples, or an estimate.
 
 ``nvmlDeviceGetTotalEnergyConsumption`` (millijoules since the driver loaded; Volta and
 newer) needs no thread: a lap is the difference of two reads. GPUs without it (the call
 raises ``NVMLError_NotSupported``) are sampled with ``nvmlDeviceGetPowerUsage`` (milliwatts)
-by one daemon thread, and the samples are integrated with the trapezoid rule.
+by one daemon thread, and the samples are integrated with the trapezoid rule. A GPU that NVML
+lists but that gives neither is estimated from its TDP and utilisation (`gpu_estimate`), a
+labelled estimate sampled by the same thread.
+
+The counter restarts from zero when the driver is reloaded or the GPU reset (NVML: energy
+"since the driver was last reloaded"). A reading below the previous one is such a restart:
+the new reading is the energy since the restart and is counted; what the GPU used between
+the previous reading and the restart is lost. Counter GPUs have no power samples to fill it
+with, and the power at the two readings says nothing about a GPU that was being reset in
+between, so the interval is not guessed: it is recorded in the tracker's `ErrorLog` (warned
+once per GPU, kept in `lost_intervals`). A counter that restarts and passes its previous
+reading between two reads cannot be told from normal counting.
 
 pynvml is imported only when a driver is present (``/proc/driver/nvidia/version`` or
 ``/dev/nvidiactl``), so machines without an NVIDIA GPU pay nothing; tests pass a fake
@@ -20,8 +31,16 @@ import time
 from collections.abc import Callable, Mapping, Sequence
 from typing import Any
 
-from carbon_callbacks.sensors.base import NVML_ENERGY, NVML_POWER, Component, SensorError
+from carbon_callbacks.errors import ErrorLog
+from carbon_callbacks.sensors.base import (
+    ESTIMATE_GPU_TDP,
+    NVML_ENERGY,
+    NVML_POWER,
+    Component,
+    SensorError,
+)
 from carbon_callbacks.sensors.base import SensorUnavailable as Unavailable
+from carbon_callbacks.sensors.gpu_estimate import gpu_power_w, gpu_tdp
 from carbon_callbacks.sensors.gpu_select import Device, probe_mode, select_devices
 from carbon_callbacks.units import MJ_PER_J, MW_PER_W
 
@@ -51,9 +70,10 @@ def load_nvml() -> Any:
 class NvmlSensor:
     """Energy of one or more GPUs (summed), from NVML.
 
-    The method is ``nvml-energy`` when every device has the energy counter, else
-    ``nvml-power`` (one sampler thread, started by ``start()``, only then). Create it with
-    `open_gpu_sensor`.
+    The method is ``nvml-energy`` when every device has the energy counter, ``nvml-power``
+    when some are sampled, ``estimate-gpu-tdp`` when some can only be estimated (the least
+    exact part labels the whole). Sampled and estimated devices share one sampler thread,
+    started by ``start()``, only then. Create it with `open_gpu_sensor`.
 
     Args:
         nvml: the pynvml module (or a fake), already initialised.
@@ -85,13 +105,19 @@ class NvmlSensor:
         self._nv = nvml
         self._devices = list(devices)
         self._energy = [d for d in self._devices if d.mode == "energy"]
-        self._power = [d for d in self._devices if d.mode == "power"]
-        self.method = NVML_POWER if self._power else NVML_ENERGY
+        self._sampled = [d for d in self._devices if d.mode in ("power", "tdp")]
+        modes = {d.mode for d in self._devices}
+        self.method = (
+            ESTIMATE_GPU_TDP if "tdp" in modes else NVML_POWER if "power" in modes else NVML_ENERGY
+        )
         self.device_count = len(self._devices)
         self.models = [d.name for d in self._devices]
         self.uuids = [d.uuid for d in self._devices]
         self.notes = [d.note for d in self._devices if d.note]
         self.selection = selection
+        self.errors = ErrorLog()
+        # (uuid, from, to): tracker-clock seconds in which a counter restart lost energy.
+        self.lost_intervals: list[tuple[str, float, float]] = []
         self._interval = sample_interval_s
         self._clock = clock
         self._lock = threading.Lock()
@@ -99,23 +125,61 @@ class NvmlSensor:
         self._thread: threading.Thread | None = None
         self._error: str | None = None
         self._closed = False
+        self._t0 = 0.0
+
+    @property
+    def devices(self) -> list[Device]:
+        """The measured devices, each with its mode and the reason for it (`Device.why`)."""
+        return list(self._devices)
 
     @property
     def sampling(self) -> bool:
-        """Whether the power-sampler thread is running."""
+        """Whether the sampler thread is running."""
         return self._thread is not None and self._thread.is_alive()
+
+    def bind_errors(self, errors: ErrorLog) -> None:
+        """Record counter restarts in `errors` (the tracker's log) from now on."""
+        self.errors = errors
 
     def _read_mj(self, d: Device) -> int:
         return int(self._nv.nvmlDeviceGetTotalEnergyConsumption(d.handle))
 
+    def _power_w(self, d: Device) -> float:
+        if d.mode == "power":
+            return float(self._nv.nvmlDeviceGetPowerUsage(d.handle) / MW_PER_W)
+        util = self._nv.nvmlDeviceGetUtilizationRates(d.handle).gpu if d.has_util else None
+        return gpu_power_w(d.tdp_w, None if util is None else util / 100.0)
+
     def _sample(self, now: float) -> None:
-        for d in self._power:
+        for d in self._sampled:
             if d.last_t is not None and now <= d.last_t:
                 continue
-            power_w = self._nv.nvmlDeviceGetPowerUsage(d.handle) / MW_PER_W
+            try:
+                power_w = self._power_w(d)
+            except self._nv.NVMLError as exc:
+                raise self._fail(d, exc) from exc
             if d.last_t is not None:
                 d.energy_j += (d.last_w + power_w) / 2.0 * (now - d.last_t)
             d.last_t, d.last_w = now, power_w
+
+    def _count(self, d: Device, now: float, restarts: list[tuple[str, str]]) -> None:
+        """Add the counter's progress since its last reading (module docstring: restarts)."""
+        mj = self._read_mj(d)
+        if mj >= d.last_mj:
+            d.counted_mj += mj - d.last_mj
+        else:
+            d.counted_mj += mj
+            self.lost_intervals.append((d.uuid, d.last_read_t, now))
+            restarts.append(
+                (
+                    f"nvml:counter-restart:{d.uuid}",
+                    f"the energy counter of GPU {d.uuid} ({d.name}) went back to zero "
+                    f"between {d.last_read_t - self._t0:.0f} s and {now - self._t0:.0f} s "
+                    "after the start (driver reloaded or GPU reset?): the energy since the "
+                    "restart is counted, what the GPU used before it in that interval is not",
+                )
+            )
+        d.last_mj, d.last_read_t = mj, now
 
     def _fail(self, d: Device | None, exc: BaseException) -> SensorError:
         what = f"GPU {d.uuid} ({d.name})" if d else "a GPU"
@@ -124,16 +188,20 @@ class NvmlSensor:
     def start(self, now: float) -> None:
         with self._lock:
             self._error = None
+            self._t0 = now
+            self.lost_intervals = []
             d: Device | None = None
             try:
                 for d in self._energy:
-                    d.base_mj = self._read_mj(d)
-                for d in self._power:
+                    d.last_mj, d.counted_mj, d.last_read_t = self._read_mj(d), 0, now
+                for d in self._sampled:
                     d.last_t, d.energy_j = None, 0.0
-                self._sample(now)
             except self._nv.NVMLError as exc:
                 raise self._fail(d, exc) from exc
-        if self._power and self._interval and self._thread is None and not self._closed:
+            self._sample(now)
+        # Constant estimates (no utilisation) integrate exactly without samples in between.
+        varying = [d for d in self._sampled if d.mode == "power" or d.has_util]
+        if varying and self._interval and self._thread is None and not self._closed:
             self._thread = threading.Thread(
                 target=self._run, name="carbon-callbacks-gpu-sampler", daemon=True
             )
@@ -154,29 +222,26 @@ class NvmlSensor:
                     self._error = f"NVML: power sampling failed: {exc}"
 
     def energy_j(self, now: float) -> float:
-        """Joules since ``start()``: counter deltas plus power integrated up to `now`."""
+        """Joules since ``start()``: counter progress plus power integrated up to `now`."""
+        restarts: list[tuple[str, str]] = []
         with self._lock:
             if self._closed:
                 raise SensorError("NVML sensor is closed")
             if self._error:
                 error, self._error = self._error, None
                 raise SensorError(error)
-            total_mj = 0
             d: Device | None = None
             try:
                 for d in self._energy:
-                    mj = self._read_mj(d)
-                    if mj < d.base_mj:
-                        raise SensorError(
-                            f"NVML: the energy counter of GPU {d.uuid} went backwards "
-                            f"(driver reloaded or GPU reset?)"
-                        )
-                    total_mj += mj - d.base_mj
-                d = None
-                self._sample(now)
+                    self._count(d, now, restarts)
             except self._nv.NVMLError as exc:
                 raise self._fail(d, exc) from exc
-            return total_mj / MJ_PER_J + sum(d.energy_j for d in self._power)
+            self._sample(now)
+            total_mj = sum(d.counted_mj for d in self._energy)
+            total_j = total_mj / MJ_PER_J + sum(d.energy_j for d in self._sampled)
+        for cause, message in restarts:  # outside the lock: the log calls listeners
+            self.errors.record(cause, message)
+        return total_j
 
     def close(self) -> None:
         if self._closed:
@@ -189,6 +254,19 @@ class NvmlSensor:
             self._nv.nvmlShutdown()
         except Exception as exc:  # shutting down must not raise
             logger.debug("nvmlShutdown failed: %s", exc)
+
+
+def _estimate(nvml: Any, d: Device) -> None:
+    """Set `d` up for the TDP estimate (`gpu_estimate`), its inputs in `d.estimate`."""
+    tdp = gpu_tdp(d.name)
+    d.mode, d.tdp_w = "tdp", tdp.tdp_w
+    try:
+        nvml.nvmlDeviceGetUtilizationRates(d.handle)
+        d.has_util = True
+        usage = "its utilisation (NVML)"
+    except nvml.NVMLError as exc:
+        usage = f"1, full usage (utilisation unreadable: {exc})"
+    d.estimate = f"{tdp.describe()} x {usage}"
 
 
 def open_gpu_sensor(
@@ -236,13 +314,14 @@ def open_gpu_sensor(
         devices, selection = select_devices(nvml, gpu_ids, visible, env)
         usable: list[Device] = []
         for d in devices:
-            mode, why = probe_mode(nvml, d.handle)
+            mode, d.why = probe_mode(nvml, d.handle)
             if mode is None:
-                logger.info("NVML: GPU %s (%s) is not usable: %s", d.uuid, d.name, why)
-                continue
-            d.mode = mode
+                _estimate(nvml, d)
+            else:
+                d.mode = mode
+            logger.info("NVML: GPU %s (%s): %s %s", d.uuid, d.name, d.why, d.estimate)
             if mode == "energy":
-                d.base_mj = int(nvml.nvmlDeviceGetTotalEnergyConsumption(d.handle))
+                d.last_mj = int(nvml.nvmlDeviceGetTotalEnergyConsumption(d.handle))
             usable.append(d)
         if not usable:
             raise Unavailable(f"NVML: no usable GPU ({selection})")
@@ -258,8 +337,18 @@ def open_gpu_sensor(
 
 
 def describe(sensor: NvmlSensor) -> str:
-    """One line for reports: devices, models, how they were selected, and notes."""
+    """One line for reports: devices, models, how they were selected, how each is measured
+    (or why it is estimated), and notes."""
     models = ", ".join(sensor.models)
-    how = "energy counter" if sensor.method == NVML_ENERGY else "power samples, integrated"
+    modes = {d.mode for d in sensor.devices}
+    if modes == {"energy"}:
+        how = "energy counter"
+    elif modes == {"power"}:
+        how = "power samples, integrated"
+    else:
+        how = "; ".join(
+            f"{d.uuid} ({d.name}): {d.why}" + (f", estimated: {d.estimate}" if d.estimate else "")
+            for d in sensor.devices
+        )
     notes = "".join(f"; {n}" for n in sensor.notes)
     return f"NVML: {sensor.device_count} GPU(s) [{models}] ({sensor.selection}); {how}{notes}"

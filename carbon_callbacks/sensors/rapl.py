@@ -2,8 +2,9 @@
 
 Two sensors come out of one tree: CPU (the ``package-N`` domains) and RAM (their ``dram``
 subdomains, when the CPU has them). Each domain's ``energy_uj`` is a cumulative counter in
-microjoules that wraps at ``max_energy_range_uj``; the sensor keeps its file descriptors
-open and reads them with ``os.pread`` (a few microseconds a read).
+microjoules that runs from 0 to ``max_energy_range_uj`` inclusive and then wraps (`wrap_uj`
+says by how much); the sensor keeps its file descriptors open and reads them with
+``os.pread`` (a few microseconds a read).
 
 Domains counted once (the de-duplication rule): domains are visited in the order
 ``intel-rapl`` > ``amd-rapl`` > ``intel-rapl-mmio``, then by zone number, and a domain is kept
@@ -35,6 +36,28 @@ ROOT_ENV = "CARBON_CALLBACKS_POWERCAP_ROOT"
 DEFAULT_ROOT = "/sys/class/powercap"
 # Polling at a third of the time a counter takes to wrap at this power misses no wrap.
 ASSUMED_MAX_POWER_W = 500.0
+# The hardware counter's width: drivers/powercap/intel_rapl_common.c reads it through
+# ENERGY_STATUS_MASK = GENMASK(31, 0), for the MSR, MMIO and TPMI interfaces alike.
+_COUNTER_MAX = 0xFFFF_FFFF
+
+
+def wrap_uj(max_energy_range_uj: int) -> float:
+    """Microjoules a counter gains when it wraps from its top back to 0: the modulus.
+
+    In Linux's drivers/powercap/intel_rapl_common.c, ``energy_uj`` is the raw 32-bit count
+    times the domain's energy unit (``rapl_unit_xlate``), and ``max_energy_range_uj`` is
+    ``rapl_unit_xlate(rd, ENERGY_UNIT, ENERGY_STATUS_MASK, 0)``: the top count, 2^32 - 1,
+    times the unit. The counter therefore reads 0..max inclusive, and going from max to 0 is
+    one more count, one unit (61.035 uJ for the common 2^-14 J unit), not 1 uJ. So the
+    modulus is max + max / (2^32 - 1); the kernel truncates both values to whole uJ, which
+    leaves an error under 1 uJ per wrap.
+
+    >>> wrap_uj(262_143_328_850)  # the 2^-14 J unit (61035 pJ in the kernel)
+    262143328911.035
+    """
+    return max_energy_range_uj + max_energy_range_uj / _COUNTER_MAX
+
+
 _CONTROL_TYPES = ("intel-rapl", "amd-rapl", "intel-rapl-mmio")  # priority order
 _ZONE_RE = re.compile(r"^(intel-rapl|amd-rapl|intel-rapl-mmio):(\d+)(?::(\d+))?$")
 
@@ -204,6 +227,7 @@ class RaplSensor:
         self._lock = threading.Lock()
         self._fds: list[int] = []
         self._ranges = [d.max_energy_range_uj for d in self.domains]
+        self._moduli = [wrap_uj(r) for r in self._ranges]
         try:
             for d in self.domains:
                 path = os.path.join(d.path, "energy_uj")
@@ -219,7 +243,7 @@ class RaplSensor:
             raise
         self.poll_interval_s = min(self._ranges) / UJ_PER_J / ASSUMED_MAX_POWER_W / 3.0
         self._last = self._read_all()
-        self._total_uj = 0
+        self._total_uj = 0.0
 
     @property
     def names(self) -> list[str]:
@@ -235,13 +259,13 @@ class RaplSensor:
     def _advance(self) -> None:
         values = self._read_all()
         for i, (old, new) in enumerate(zip(self._last, values, strict=True)):
-            self._total_uj += new - old if new >= old else new + self._ranges[i] - old
+            self._total_uj += new - old if new >= old else new + self._moduli[i] - old
         self._last = values
 
     def start(self, now: float) -> None:
         with self._lock:
             self._last = self._read_all()
-            self._total_uj = 0
+            self._total_uj = 0.0
 
     def poll(self) -> None:
         """Read the counters now (from the tracker's guard thread)."""

@@ -140,6 +140,12 @@ def test_gpu_table() -> None:
     assert by_model["V100 SXM2 16GB/32GB"]["tdp_w"] == 300  # the seed file had these swapped
     assert by_model["V100 PCIe 16GB/32GB"]["tdp_w"] == 250
     assert by_model["A100 PCIe 80GB"]["tdp_w"] == 300
+    # to-verify rows: checked against NVIDIA's product brief / datasheet table, or dropped
+    assert by_model["H100 PCIe 80GB"]["tdp_w"] == 350 and by_model["H100 PCIe 80GB"]["verified"]
+    assert by_model["A40"]["tdp_w"] == 300 and by_model["A40"]["verified"]
+    assert by_model["L40"]["tdp_w"] == 300 and by_model["L40"]["verified"]
+    assert not by_model["H200 SXM 141GB"]["verified"]  # secondary sources only
+    assert "A10" not in by_model and "A30" not in by_model
     for gpu in data["gpus"]:
         assert gpu["match"] and gpu["tdp_w"] > 0 and gpu["source"]
         assert isinstance(gpu["verified"], bool)

@@ -6,8 +6,10 @@ import time
 
 import pytest
 
+from carbon_callbacks import Tracker
 from carbon_callbacks.sensors import nvml as nvml_mod
 from carbon_callbacks.sensors.base import (
+    ESTIMATE_GPU_TDP,
     NVML_ENERGY,
     NVML_POWER,
     SensorError,
@@ -224,10 +226,6 @@ def test_errors_mid_run_raise_sensor_error() -> None:
     nv.gpus[1].fail = NVMLError_GpuIsLost()
     with pytest.raises(SensorError, match=f"GPU {UUIDS[1]} .*GPU is lost"):
         sensor.energy_j(1.0)
-    nv.gpus[1].fail = None
-    nv.gpus[1].energy_mj = 500
-    with pytest.raises(SensorError, match="went backwards"):
-        sensor.energy_j(2.0)
     sensor.close()
     with pytest.raises(SensorError, match="closed"):
         sensor.energy_j(3.0)
@@ -249,14 +247,61 @@ def test_init_failure_is_unavailable() -> None:
         open_sensor(nv)
 
 
-def test_unusable_gpu_is_skipped() -> None:
+def test_unmeterable_gpu_is_estimated_not_skipped() -> None:
     broken = FakeGpu("Broken", UUIDS[0], energy_mj=None, fail=NVMLError(4))
     nv = FakeNvml([broken, FakeGpu("NVIDIA A100", UUIDS[1])])
     sensor = open_sensor(nv)
-    assert sensor.uuids == [UUIDS[1]]
+    assert sensor.uuids == UUIDS[:2]
+    assert sensor.method == ESTIMATE_GPU_TDP
+    assert sensor.devices[0].why == "no energy counter; power unreadable (Insufficient Permissions)"
     sensor.close()
-    with pytest.raises(SensorUnavailable, match="no usable GPU"):
-        open_sensor(FakeNvml([broken]))
+
+
+def test_counter_restart_rebases_counts_and_marks_the_lost_interval(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    nv = three_gpus()  # every counter at 1_000 mJ
+    sensor = open_sensor(nv, gpu_ids=[0, 1])
+    sensor.start(100.0)
+    nv.gpus[0].energy_mj = 1_000 + 50_000
+    nv.gpus[1].energy_mj = 1_000 + 20_000
+    assert sensor.energy_j(110.0) == 70.0
+    nv.gpus[0].energy_mj = 8_000  # driver reloaded: 8 J since the restart
+    nv.gpus[1].energy_mj = 1_000 + 30_000
+    assert sensor.energy_j(130.0) == 50.0 + 8.0 + 30.0  # not None, not 8 - 51 J
+    assert sensor.lost_intervals == [(UUIDS[0], 110.0, 130.0)]
+    [(cause, message)] = sensor.errors.items()
+    assert cause == f"nvml:counter-restart:{UUIDS[0]}"
+    assert "between 10 s and 30 s after the start" in message
+    assert "before it in that interval is not" in message
+    nv.gpus[0].energy_mj = 12_000  # counting goes on from the new base
+    assert sensor.energy_j(140.0) == 50.0 + 12.0 + 30.0
+    nv.gpus[0].energy_mj = 2_000  # a second restart: counted, recorded, not warned again
+    assert sensor.energy_j(150.0) == 50.0 + 12.0 + 2.0 + 30.0
+    assert sensor.lost_intervals[1] == (UUIDS[0], 140.0, 150.0)
+    assert len(sensor.errors.items()) == 1
+    warned = [r for r in caplog.records if "went back to zero" in r.getMessage()]
+    assert len(warned) == 1 and warned[0].levelname == "WARNING"
+    sensor.start(200.0)  # a new run forgets the old intervals
+    assert sensor.lost_intervals == []
+    sensor.close()
+
+
+def test_counter_restart_lands_in_the_tracker_error_log() -> None:
+    nv = three_gpus()
+    sensor = open_sensor(nv, gpu_ids=[2])
+    clock = FakeClock(0.0)
+    tracker = Tracker(intensity_g_per_kwh=100, sensors=[sensor], clock=clock, output_dir=None)
+    tracker.start()
+    clock.advance(10.0)
+    nv.gpus[2].energy_mj = 1_000 + 3_600_000
+    assert tracker.lap().gpu_energy_kwh == 0.001
+    clock.advance(10.0)
+    nv.gpus[2].energy_mj = 360_000  # restarted: 360 J since then
+    lap = tracker.lap()
+    assert lap.gpu_energy_kwh == 0.0001
+    assert [c for c, _ in tracker.errors.items()] == [f"nvml:counter-restart:{UUIDS[2]}"]
+    tracker.close()
 
 
 def test_no_driver_imports_no_pynvml(monkeypatch: pytest.MonkeyPatch) -> None:

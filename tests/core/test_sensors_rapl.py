@@ -9,7 +9,7 @@ import pytest
 from carbon_callbacks.sensors import rapl
 from carbon_callbacks.sensors.base import RAPL, SensorError, SensorUnavailable, SensorWarning
 from carbon_callbacks.sensors.detect import detect_sensors
-from tests.fakes.powercap import FakePowercap
+from tests.fakes.powercap import DEFAULT_RANGE_UJ, FakePowercap
 
 
 @pytest.fixture
@@ -54,27 +54,55 @@ def test_start_resets_to_zero(tree: FakePowercap) -> None:
     cpu.close()
 
 
+# The kernel's arithmetic (drivers/powercap/intel_rapl_common.c) for the common 2^-14 J unit:
+# 61035 pJ a count, energy_uj = count x 61035 // 1000, max_energy_range_uj = (2^32 - 1) x
+# 61035 // 1000 (= DEFAULT_RANGE_UJ). A wrap from count c to count d is 2^32 - c + d counts.
+UNIT_PJ = 61035
+
+
+def counter_uj(count: int) -> int:
+    return count * UNIT_PJ // 1000
+
+
+def test_kernel_range_is_the_default() -> None:
+    assert counter_uj(2**32 - 1) == DEFAULT_RANGE_UJ
+
+
 def test_wrap_around_between_reads(tree: FakePowercap) -> None:
-    tree.add("intel-rapl:0", "package-0", energy_uj=900_000, max_energy_range_uj=1_000_000)
+    tree.add("intel-rapl:0", "package-0", energy_uj=counter_uj(2**32 - 1000))
     cpu = rapl.open_rapl().cpu
     assert cpu is not None
     cpu.start(0.0)
-    tree.set("intel-rapl:0", 300_000)  # wrapped: 100_000 to the top + 300_000
-    assert cpu.energy_j(1.0) == 0.4
+    tree.set("intel-rapl:0", counter_uj(3000))  # wrapped: 4000 counts of 61.035 uJ
+    # 244140 uJ within the kernel's rounding of both values to whole microjoules (a modulus
+    # of max_energy_range_uj, or of max + 1 uJ, would lose 61 or 60 uJ here)
+    assert cpu.energy_j(1.0) == pytest.approx(4000 * 61.035e-6, abs=1e-6)
+    tree.set("intel-rapl:0", DEFAULT_RANGE_UJ)
+    cpu.start(0.0)
+    tree.set("intel-rapl:0", 0)  # from the top to 0 is one count
+    assert cpu.energy_j(1.0) == pytest.approx(61.035e-6, abs=1e-6)
     cpu.close()
 
 
+def test_wrap_is_max_plus_one_count() -> None:
+    assert rapl.wrap_uj(DEFAULT_RANGE_UJ) == DEFAULT_RANGE_UJ + 61.035
+    assert rapl.wrap_uj(2**32 - 1) == 2**32  # a 1 uJ unit: max + 1
+
+
 def test_poll_catches_multiple_wraps(tree: FakePowercap) -> None:
-    tree.add("intel-rapl:0", "package-0", energy_uj=100, max_energy_range_uj=1000)
+    top = 2**32
+    tree.add("intel-rapl:0", "package-0", energy_uj=counter_uj(top - 3000))
     cpu = rapl.open_rapl().cpu
     assert cpu is not None
-    # 1000 uJ range / 1e6 / 500 W / 3
-    assert cpu.poll_interval_s == pytest.approx(1000 / 1e6 / 500 / 3)
+    # the range in joules / 500 W / 3
+    assert cpu.poll_interval_s == DEFAULT_RANGE_UJ / 1e6 / 500 / 3
     cpu.start(0.0)
-    for value in (900, 200, 800, 100):  # two wraps: +800 +300 +600 +300
-        tree.set("intel-rapl:0", value)
+    # +4000 counts (a wrap), + half the range, + the rest up to 10 below the top, +510 (a wrap)
+    for count in (1000, top // 2, top - 10, 500):
+        tree.set("intel-rapl:0", counter_uj(count))
         cpu.poll()
-    assert cpu.energy_j(1.0) == 2000 / 1e6
+    counts = 4000 + (top // 2 - 1000) + (top // 2 - 10) + 510  # = top + 3500
+    assert cpu.energy_j(1.0) == pytest.approx(counts * 61.035e-6, abs=2e-6)
     cpu.close()
 
 

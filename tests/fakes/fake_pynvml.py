@@ -98,7 +98,9 @@ class FakeMig:
 
 @dataclass(eq=False)
 class FakeGpu:
-    """One GPU. ``energy_mj=None``: no energy counter (NotSupported), as before Volta.
+    """One GPU. ``energy_mj=None``: no energy counter (NotSupported), as before Volta;
+    ``power_mw=None`` / ``utilization=None``: no power reading / utilisation (NotSupported).
+    Lowering ``energy_mj`` is what a driver reload or GPU reset does to the real counter.
 
     Set ``fail`` to an `NVMLError` to make every read of this GPU raise it.
     """
@@ -106,15 +108,24 @@ class FakeGpu:
     name: str
     uuid: str
     energy_mj: int | None = 0
-    power_mw: int = 100_000
+    power_mw: int | None = 100_000
     migs: list[FakeMig | None] = field(default_factory=list)  # None: an empty slot
     fail: NVMLError | None = None
     power_reads: int = 0
+    utilization: int | None = None  # percent of time a kernel ran (nvmlUtilization_t.gpu)
 
     def __post_init__(self) -> None:
         for mig in self.migs:
             if mig is not None:
                 mig.parent = self
+
+
+@dataclass(frozen=True)
+class FakeUtilization:
+    """``nvmlUtilization_t``: percentages of the last sample period."""
+
+    gpu: int
+    memory: int
 
 
 class FakeNvml:
@@ -201,12 +212,20 @@ class FakeNvml:
 
     def nvmlDeviceGetPowerUsage(self, handle: FakeGpu | FakeMig) -> int:
         self._check()
-        if isinstance(handle, FakeMig):
+        if isinstance(handle, FakeMig) or handle.power_mw is None:
             raise NVMLError(NVML_ERROR_NOT_SUPPORTED)
         if handle.fail is not None:
             raise handle.fail
         handle.power_reads += 1
         return handle.power_mw
+
+    def nvmlDeviceGetUtilizationRates(self, handle: FakeGpu | FakeMig) -> FakeUtilization:
+        self._check()
+        if isinstance(handle, FakeMig) or handle.utilization is None:
+            raise NVMLError(NVML_ERROR_NOT_SUPPORTED)
+        if handle.fail is not None:
+            raise handle.fail
+        return FakeUtilization(gpu=handle.utilization, memory=0)
 
     # -- MIG -----------------------------------------------------------------------------
     def nvmlDeviceGetMigMode(self, handle: FakeGpu) -> list[int]:
