@@ -26,6 +26,8 @@ from pathlib import Path
 from typing import Any, NoReturn
 
 REPO = Path(__file__).resolve().parents[1]
+if str(REPO) not in sys.path:  # run as a script: the package and scripts/ as modules
+    sys.path.insert(0, str(REPO))
 DEFAULT_SOURCE = REPO.parent / "shared" / "data"
 DEFAULT_OUT = REPO / "carbon_callbacks" / "data"
 LB_PER_MWH_TO_G_PER_KWH = 0.453592  # 1 lb = 453.592 g and 1 MWh = 1000 kWh
@@ -732,15 +734,94 @@ def _cpu_key(name: str) -> str:
     return re.sub(r"[^a-z0-9]", "", name)
 
 
+# Upstream rows without a vendor: AMD and Intel family names get their vendor; the rest
+# (bare numbers such as "460" or "6140", generic ARM names) are dropped, since a bare
+# number would be matched against any vendor's model.
+_AMD_FAMILIES = re.compile(r"^(?:\d+th Gen (?:AMD )?)?(?:A\d+|E\d|FX|Athlon|Sempron)\b")
+_INTEL_FAMILIES = re.compile(r"^Core\b")
+# Apple publishes no TDP (the upstream Apple rows cite none): Apple CPUs use the per-thread
+# figures like any model the table lacks.
+_NO_TDP_VENDORS = ("Apple ",)
+
+
+def _brand(name: str) -> str | None:
+    """`name` with its vendor first, or None when the vendor cannot be told."""
+    if name.startswith(("Intel ", "AMD ", "Raspberry Pi ")):
+        return name
+    if _AMD_FAMILIES.match(name):
+        return "AMD " + re.sub(r"^(\d+th Gen )(?:AMD )?", r"\1", name)
+    if _INTEL_FAMILIES.match(name):
+        return "Intel " + name
+    return None
+
+
+def _cpu_families(src: Path) -> tuple[list[dict[str, Any]], list[str]]:
+    """The microarchitectures with their full-load watts per thread, and notes on each."""
+    from scripts import cpu_model
+
+    ccf: dict[str, list[float]] = {}
+    for provider in ("aws", "azure", "gcp"):
+        path = src / "cloud-carbon-coefficients" / f"coefficients-{provider}-use.csv"
+        for r in _rows(path):
+            arch = {"Sky Lake": "Skylake"}.get(r["Architecture"], r["Architecture"])
+            ccf.setdefault(arch, []).append(float(r["Max Watts"]))
+    families, notes = [], []
+    for row in cpu_model.rows(cpu_model.FAMILIES_FILE):
+        re.compile(row["pattern"])
+        if row["basis"].startswith("ccf:"):
+            arch = row["basis"][4:]
+            if arch not in ccf:
+                _fail(f"cpu_families.csv: {arch!r} is in no cloud-carbon-coefficients file")
+            w = sum(ccf[arch]) / len(ccf[arch])
+            basis = (
+                f"Cloud Carbon Footprint's SPECpower coefficient for {arch}, mean Max Watts "
+                f"per vCPU over {len(ccf[arch])} provider file(s)"
+            )
+        else:
+            w, n = cpu_model.mean_w_per_thread(row["family"])
+            basis = f"mean full-load watts per thread of {n} SPECpower_ssj2008 results"
+        if row["note"]:
+            basis += f"; {row['note']}"
+        families.append(
+            {
+                "family": row["family"],
+                "pattern": row["pattern"],
+                "w_per_thread": round(w, 3),
+                "basis": basis,
+            }
+        )
+        notes.append(f"{row['family']} {round(w, 3):g} W")
+    return families, notes
+
+
 def build_cpu(src: Path) -> dict[str, Any]:
-    cpus: dict[str, tuple[str, float]] = {}  # casefolded name -> (name, W)
-    dropped = []
+    from carbon_callbacks.sensors.cpu_model import cpu_key
+    from scripts import cpu_model
+
+    cpus: dict[str, tuple[str, float]] = {}  # match key -> (name, W)
+    dropped, unbranded, no_tdp, duplicate = [], [], [], []
+
+    def add(name: str, tdp: float) -> None:
+        key = cpu_key(name)
+        if key in cpus:
+            if cpus[key][1] != tdp:
+                duplicate.append(f"{name} ({tdp:g} W; kept {cpus[key][0]}, {cpus[key][1]:g} W)")
+            return
+        cpus[key] = (name, tdp)
+
     for row in _rows(src / "codecarbon" / "cpu_power.csv"):
         name, tdp = " ".join(row["Name"].split()), _tdp(row["TDP"])
         if tdp is None:
             dropped.append(f"{name} ({row['TDP']!r})")
             continue
-        cpus.setdefault(name.casefold(), (name, tdp))
+        if name.startswith(_NO_TDP_VENDORS):
+            no_tdp.append(name)
+            continue
+        branded = _brand(name)
+        if branded is None:
+            unbranded.append(name)
+            continue
+        add(branded, tdp)
     keys = {_cpu_key(name) for name, _ in cpus.values()}
     added = []
     any_w_per_core = None
@@ -750,43 +831,61 @@ def build_cpu(src: Path) -> dict[str, Any]:
             any_w_per_core = float(row["TDP_per_core"])
             continue
         tdp = _tdp(row["TDP"])
-        if tdp is not None and _cpu_key(name) not in keys:
-            cpus[name.casefold()] = (name, tdp)
-            added.append(name)
+        branded = _brand(name)
+        if tdp is not None and branded is not None and _cpu_key(name) not in keys:
+            add(branded, tdp)
+            added.append(branded)
     if any_w_per_core is None:
         _fail("no 'Any' row in Green Algorithms TDP_cpu.csv")
+    extra = []
+    for row in cpu_model.rows(cpu_model.EXTRA_TDP_FILE):
+        if cpu_key(row["name"]) in cpus:
+            _fail(f"cpu_tdp_extra.csv: {row['name']} is already in the upstream tables")
+        add(row["name"], float(row["tdp_w"]))
+        extra.append(f"{row['name']} ({row['source']})")
 
-    ratios = []
-    for provider in ("aws", "azure", "gcp"):
-        path = src / "cloud-carbon-coefficients" / f"coefficients-{provider}-use.csv"
-        ratios += [float(r["Min Watts"]) / float(r["Max Watts"]) for r in _rows(path)]
-    idle_fraction = round(sum(ratios) / len(ratios), 3)
+    tdp_of = {key: w for key, (_, w) in cpus.items()}
+    fit_machines = []
+    for curve in cpu_model.curves("fit"):
+        tdp = tdp_of.get(cpu_key(curve["cpu"]))
+        if tdp is None:
+            _fail(f"cpu_specpower_curves.csv: {curve['cpu']} has no TDP")
+        fit_machines.append((tdp * curve["chips"], curve["watts"]))
+    load_curve = cpu_model.fit_curve(fit_machines)
+    families, family_notes = _cpu_families(src)
     threads_per_core = 2
-    rows = [
-        [name, tdp] for name, tdp in sorted(cpus.values(), key=lambda p: (p[0].casefold(), p[0]))
-    ]
+    rows = [[key, name, tdp] for key, (name, tdp) in sorted(cpus.items())]
     meta = {
         "source": "codecarbon 3.3.2 cpu_power.csv (Intel ARK and AMD product pages); Green "
-        "Algorithms TDP_cpu.csv v3.0 for models codecarbon lacks; cloud-carbon-coefficients "
-        "SPECpower coefficients for idle_fraction",
+        "Algorithms TDP_cpu.csv v3.0 for models codecarbon lacks; scripts/cpu_tdp_extra.csv; "
+        "load curve fitted to SPECpower_ssj2008 results (scripts/cpu_specpower_curves.csv); "
+        "watts per thread from cloud-carbon-coefficients and SPECpower results "
+        "(scripts/cpu_families.csv, scripts/cpu_specpower_full_load.csv)",
         "url": "https://github.com/mlco2/codecarbon",
         "year": "2020-2026",
         "licence": "MIT (codecarbon); CC BY 4.0 (Green Algorithms); Apache-2.0 "
-        "(cloud-carbon-coefficients)",
+        "(cloud-carbon-coefficients); SPECpower_ssj2008 results are published by SPEC",
         "unit": "W (thermal design power of the whole package)",
-        "notes": f"Rows: codecarbon's table with whitespace collapsed, case-insensitive "
-        f"duplicates removed and {len(dropped)} rows dropped for a malformed or zero TDP "
-        f"({'; '.join(dropped)}); then {len(added)} Green Algorithms models that codecarbon "
-        f"lacks: {', '.join(added)} (typo 'Rasberry' fixed). default_w_per_thread = Green "
-        f"Algorithms' 'Any' row, {any_w_per_core:g} W per core, / {threads_per_core} hardware "
-        f"threads per core. idle_fraction = mean over the {len(ratios)} rows of "
-        "coefficients-{aws,azure,gcp}-use.csv of Min Watts / Max Watts per vCPU (SPECpower "
-        "ssj2008 based), the share of full-load power a CPU draws at idle.",
+        "notes": f"Rows are matched on the vendor and the whole model name (the key column). "
+        f"codecarbon's table with whitespace collapsed; {len(dropped)} rows dropped for a "
+        f"malformed or zero TDP ({'; '.join(dropped)}); {len(unbranded)} rows without a "
+        f"vendor dropped ({', '.join(unbranded)}); AMD and Intel family names given their "
+        f"vendor; {len(no_tdp)} Apple rows dropped, as Apple publishes no TDP "
+        f"({', '.join(no_tdp)}); {len(duplicate)} rows whose key repeats an earlier row "
+        f"dropped ({'; '.join(duplicate)}). Then {len(added)} Green Algorithms models that "
+        f"codecarbon lacks: {', '.join(added)} (typo 'Rasberry' fixed), and "
+        f"{len(extra)} from scripts/cpu_tdp_extra.csv: {'; '.join(extra)}. "
+        f"default_w_per_thread = Green Algorithms' 'Any' row, {any_w_per_core:g} W per core, "
+        f"/ {threads_per_core} hardware threads per core, used only when the microarchitecture "
+        f"is unknown. load_curve: fraction of TDP at each load, fitted (least mean absolute "
+        f"percentage error) to the {len(fit_machines)} 'fit' rows of "
+        f"scripts/cpu_specpower_curves.csv. families: {', '.join(family_notes)}.",
     }
     return {
         "meta": meta,
         "default_w_per_thread": any_w_per_core / threads_per_core,
-        "idle_fraction": idle_fraction,
+        "load_curve": load_curve,
+        "families": families,
         "cpus": rows,
     }
 
@@ -1203,14 +1302,21 @@ files listed here (snapshots kept next to the repository in `../shared/data`, se
 ## Hardware power (`cpu_tdp.json`, `gpu_tdp.json`)
 - codecarbon 3.3.2 `cpu_power.csv` (MIT, https://github.com/mlco2/codecarbon; scraped from
   Intel ARK and AMD product pages, 2026). Taken: model name and TDP. Modifications:
-  whitespace collapsed, case-insensitive duplicates and malformed or zero TDPs dropped.
+  whitespace collapsed, duplicates, malformed or zero TDPs, rows without a vendor and the
+  Apple rows (Apple publishes no TDP) dropped; AMD and Intel family names given their vendor.
 - Green Algorithms `TDP_cpu.csv` and `TDP_gpu.csv` v3.0 (CC BY 4.0, Lannelongue et al.,
   https://github.com/GreenAlgorithms/green-algorithms-tool, 2020-2024). Taken: CPU models
   codecarbon lacks, the 12 W per core and 200 W per GPU defaults, some GPU TDPs.
   Modifications: 'Rasberry' spelling fixed; 12 W per core divided by 2 threads per core.
 - cloud-carbon-coefficients `coefficients-{aws,azure,gcp}-use.csv` (Apache-2.0, 2023,
-  SPECpower_ssj2008 results). Taken: Min and Max Watts per vCPU. Modification: reduced to
-  one number, the mean Min/Max ratio (`idle_fraction`).
+  SPECpower_ssj2008 results). Taken: Max Watts per vCPU of each microarchitecture.
+  Modification: the mean over the provider files that list it.
+- SPECpower_ssj2008 results (Standard Performance Evaluation Corporation,
+  https://www.spec.org/power_ssj2008/results/): average active power at each load level of
+  15 servers and at full load of 60 more, typed into `scripts/cpu_specpower_*.csv` with each
+  result's system, date and URL where known, as read through the cloud-carbon-coefficients
+  compilation (Apache-2.0) and public simulator sources. Used to fit the CPU load curve and
+  the watts per thread of microarchitectures the coefficients lack.
 - GPU table: curated by this project from NVIDIA and AMD datasheets, seeded from mlco2-impact
   `gpus.csv` (MIT, https://github.com/mlco2/impact) with its V100, GTX 750 and A100 80GB
   PCIe errors corrected and the K80 listed per GPU (150 W, half the 300 W board).
@@ -1236,13 +1342,13 @@ def _dump(obj: Any) -> bytes:
 
 
 def _tsv(rows: list[list[Any]]) -> bytes:
-    """The CPU rows as ``name<TAB>tdp_w`` lines: the package scans this text for the few
-    candidate lines of one CPU instead of parsing 5,000 rows into objects."""
+    """The CPU rows as ``key<TAB>name<TAB>tdp_w`` lines: the package finds the one line of
+    its CPU's key in this text instead of parsing 5,000 rows into objects."""
     lines = []
-    for name, tdp_w in rows:
+    for key, name, tdp_w in rows:
         if "\t" in name or "\n" in name:
             raise ValueError(f"CPU name with a tab or newline: {name!r}")
-        lines.append(f"{name}\t{tdp_w:g}\n")
+        lines.append(f"{key}\t{name}\t{tdp_w:g}\n")
     return "".join(lines).encode()
 
 

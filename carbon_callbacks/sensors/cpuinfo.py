@@ -23,6 +23,20 @@ _PACKAGE_CPUS = (
 )
 _MODEL_RE = re.compile(rb"^model name\s*:\s*(.+?)\s*$", re.MULTILINE)
 _HYPERVISOR_RE = re.compile(rb"^flags\s*:.*\bhypervisor\b", re.MULTILINE)
+_ARM_PART_RE = re.compile(
+    rb"^CPU implementer\s*:\s*0x41\s*$.*?^CPU part\s*:\s*(0x[0-9a-f]+)\s*$", re.M | re.S
+)
+# arm64 kernels print no "model name": the core is named from its part number, as
+# util-linux's lscpu does (sys-utils/lscpu-arm.c, implementer 0x41 = Arm). Only the server
+# cores the CPU estimate has figures for (Graviton2-4, Ampere Altra, Grace).
+ARM_PARTS = {
+    b"0xd0c": "Neoverse-N1",
+    b"0xd40": "Neoverse-V1",
+    b"0xd49": "Neoverse-N2",
+    b"0xd4f": "Neoverse-V2",
+    b"0xd84": "Neoverse-V3",
+    b"0xd8e": "Neoverse-N3",
+}
 
 
 def _read_head(path: str, size: int) -> bytes:
@@ -41,12 +55,17 @@ def cpu_model() -> str | None:
     Linux: the first ``model name`` of ``/proc/cpuinfo`` (only its first 8 KiB are read: on
     large machines generating the whole file is slow). Windows: the registry's
     ``ProcessorNameString``. macOS: ``sysctl machdep.cpu.brand_string``. Otherwise
-    ``platform.processor()``.
+    ``platform.processor()``. On Arm Linux, where there is no ``model name``, an Arm
+    Neoverse core is named from its ``CPU part`` (``"ARM Neoverse-N1"``).
     """
     try:
-        match = _MODEL_RE.search(_read_head(PROC_CPUINFO, 8192))
+        head = _read_head(PROC_CPUINFO, 8192)
+        match = _MODEL_RE.search(head)
         if match:
             return match.group(1).decode("utf-8", "replace")
+        part = _ARM_PART_RE.search(head)
+        if part and part.group(1).lower() in ARM_PARTS:
+            return f"ARM {ARM_PARTS[part.group(1).lower()]}"
     except OSError:
         pass
     if sys.platform == "win32":

@@ -1,9 +1,10 @@
-"""Labelled estimates for when no counter can be read: CPU TDP x load, RAM per GB, constants.
+"""Labelled estimates for when no counter can be read: CPU load curve, RAM per GB, constants.
 
-The CPU model is one pure function, `cpu_power_w`, so it can be compared against measured
-data. Every sensor here integrates a power over ``now`` (the tracker's clock), so it is exact
-under a fake clock and needs no thread: the CPU power is linear in load, so the *mean* load
-over a read interval (from CPU-time deltas) gives the exact energy integral.
+The CPU model is one pure function, `cpu_power_w` (in `cpu_model`, re-exported here), so it
+can be compared against measured data. Every sensor here integrates a power over ``now`` (the
+tracker's clock), so it is exact under a fake clock and needs no thread. The CPU power is
+taken at the *mean* load of each read interval (from CPU-time deltas): exact while the load
+stays within one linear piece of the load curve, an approximation otherwise.
 """
 
 from __future__ import annotations
@@ -11,197 +12,52 @@ from __future__ import annotations
 import functools
 import logging
 import math
-import os
-import re
 from collections.abc import Callable, Iterable
-from typing import Any
 
-from carbon_callbacks.data import DATA_DIR, read_json
 from carbon_callbacks.sensors import cgroups, cpuinfo
-from carbon_callbacks.sensors.base import CONSTANT, ESTIMATE_RAM, ESTIMATE_TDP, Component
+from carbon_callbacks.sensors.base import (
+    CONSTANT,
+    CPU_ESTIMATE_ENERGY_RATIO,
+    ESTIMATE_RAM,
+    ESTIMATE_TDP,
+    Component,
+)
 from carbon_callbacks.sensors.cgroups import CpuQuota
+from carbon_callbacks.sensors.cpu_model import (
+    TDP_TABLE_FILE,
+    CpuBasis,
+    TdpTable,
+    cpu_basis,
+    cpu_key,
+    cpu_power_w,
+    normalise_cpu_name,
+    reset,
+    tdp_table,
+)
 from carbon_callbacks.units import BYTES_PER_GB
 
 logger = logging.getLogger(__name__)
 
-TDP_TABLE_FILE = "cpu_tdp.json"
+__all__ = [
+    "CPU_ESTIMATE_ENERGY_RATIO",
+    "RAM_W_PER_GB",
+    "TDP_TABLE_FILE",
+    "ConstantPowerSensor",
+    "CpuBasis",
+    "CpuEstimateSensor",
+    "RamEstimateSensor",
+    "TdpTable",
+    "cpu_basis",
+    "cpu_key",
+    "cpu_power_w",
+    "normalise_cpu_name",
+    "reset",
+    "tdp_table",
+]
+
 # Green Algorithms (Lannelongue et al. 2021), data/v3.0/referenceValues.csv, "memoryPower":
 # 0.3725 W per GB of memory, from Karyakin & Salem 2017 (doi:10.1145/3076113.3076117).
 RAM_W_PER_GB = 0.3725
-
-_REMOVE = re.compile(r"\((?:r|tm|c)\)|®|™|@\s*[\d.]+\s*[gm]hz|\b[\d.]+\s*[gm]hz\b")
-_SEPARATORS = re.compile(r"[^a-z0-9]+")
-_FILLER = frozenset({"cpu", "processor"})
-
-
-def normalise_cpu_name(name: str) -> str:
-    """Lower-case alphanumeric tokens joined by single spaces, without vendor marks
-    ("(R)", "(TM)"), clock speeds ("@ 2.50GHz") and the words "CPU" and "Processor".
-
-    >>> normalise_cpu_name("Intel(R) Xeon(R) Gold 6248 CPU @ 2.50GHz")
-    'intel xeon gold 6248'
-    """
-    text = name.lower()
-    if "(" in text or "hz" in text or "®" in text or "™" in text:  # the regex is the slow part
-        text = _REMOVE.sub(" ", text)
-    text = _SEPARATORS.sub(" ", text).strip()
-    if "cpu" in text or "processor" in text:
-        text = " ".join(t for t in text.split(" ") if t not in _FILLER)
-    return text
-
-
-class TdpTable:
-    """CPU model -> TDP (W) table with the model's two constants.
-
-    Matching rule: both the CPU model string and every table name are normalised with
-    `normalise_cpu_name`; a table name matches when its tokens appear *contiguously* in the
-    model's tokens (so "Xeon Gold 6248" matches "Intel(R) Xeon(R) Gold 6248 CPU @ 2.50GHz" but
-    not "... Gold 6248R"). Among matches the longest name wins (then the first in the table).
-    Results are cached per model string.
-
-    Args:
-        cpus: ``(name, tdp_w)`` pairs, TDP in watts per CPU package.
-        default_w_per_thread: watts per logical CPU for unknown models.
-        idle_fraction: power at zero load as a fraction of TDP, in [0, 1].
-    """
-
-    def __init__(
-        self,
-        cpus: Iterable[tuple[str, float]] | str,
-        default_w_per_thread: float,
-        idle_fraction: float,
-    ) -> None:
-        if not 0.0 <= idle_fraction <= 1.0:
-            raise ValueError(f"idle_fraction must be in [0, 1], got {idle_fraction!r}")
-        self.default_w_per_thread = float(default_w_per_thread)
-        self.idle_fraction = float(idle_fraction)
-        # The bundled table is kept as its ``name<TAB>tdp`` text and only the candidate lines
-        # of a lookup become objects: parsing and normalising all ~5,000 rows cost 20 ms and
-        # 1.7 MiB at the first lap.
-        self._text = cpus if isinstance(cpus, str) else "".join(f"{n}\t{w}\n" for n, w in cpus)
-        self._cache: dict[str, tuple[str, float] | None] = {}
-
-    @classmethod
-    def from_json(cls, obj: Any, rows_text: str | None = None) -> TdpTable:
-        """From ``cpu_tdp.json`` (``default_w_per_thread``, ``idle_fraction``) and its rows:
-        `rows_text` (the ``rows_file`` TSV), or ``obj["cpus"]`` (``[[name, tdp_w], ...]``)."""
-        rows = rows_text if rows_text is not None else [(str(n), float(w)) for n, w in obj["cpus"]]
-        return cls(rows, float(obj["default_w_per_thread"]), float(obj["idle_fraction"]))
-
-    def _candidates(self, model: str) -> Iterable[tuple[str, float]]:
-        """Rows whose name ends with a word of `model` (normalised, space-padded): every
-        matching name does, once normalised, so the rest need no normalising. Names ending in
-        a word that normalising drops ("CPU", "Processor", "2.5GHz") are always candidates."""
-        words = "|".join(re.escape(w) for w in model.split())
-        last = rf"(?:{words}|cpu|processor|[\d.]+\s*[gm]hz)"
-        pattern = rf"^([^\t\n]*?(?<![a-z0-9]){last}[^a-z0-9\t\n]*)\t([^\t\n]+)$"
-        for m in re.finditer(pattern, self._text, re.IGNORECASE | re.MULTILINE):
-            yield m.group(1), float(m.group(2))
-
-    def lookup(self, cpu_model: str) -> tuple[str, float] | None:
-        """The matching ``(table name, tdp_w)``, or None when the model is unknown."""
-        if cpu_model in self._cache:
-            return self._cache[cpu_model]
-        model = f" {normalise_cpu_name(cpu_model)} "
-        best: tuple[str, float] | None = None
-        best_len = 0
-        if model.strip():
-            for name, tdp_w in self._candidates(model):
-                key = f" {normalise_cpu_name(name)} "
-                if len(key) > best_len and key.strip() and key in model:
-                    best, best_len = (name, tdp_w), len(key)
-        self._cache[cpu_model] = best
-        return best
-
-
-def tdp_table() -> TdpTable:
-    """The bundled table (``carbon_callbacks/data/cpu_tdp.json``), parsed anew.
-
-    Not kept: a process needs one row of it, and the whole table is over a MiB of objects.
-    `cpu_tdp_w` keeps what it looked up.
-    """
-    meta = read_json(TDP_TABLE_FILE)
-    if "rows_file" not in meta:  # an inline table (tests)
-        return TdpTable.from_json(meta)
-    with open(os.path.join(DATA_DIR, meta["rows_file"]), encoding="utf-8") as f:
-        return TdpTable.from_json(meta, f.read())
-
-
-_LOOKUPS: dict[str, tuple[str, float] | None] = {}
-_CONSTANTS: list[float] = []  # [default_w_per_thread, idle_fraction] once read
-
-
-def _lookup(cpu_model: str) -> tuple[str, float] | None:
-    if cpu_model not in _LOOKUPS or not _CONSTANTS:
-        table = tdp_table()
-        _LOOKUPS[cpu_model] = table.lookup(cpu_model)
-        _CONSTANTS[:] = [table.default_w_per_thread, table.idle_fraction]
-    return _LOOKUPS[cpu_model]
-
-
-def reset() -> None:
-    """Forget the table's lookups and constants (tests)."""
-    _LOOKUPS.clear()
-    _CONSTANTS.clear()
-
-
-def cpu_tdp_w(
-    cpu_model: str, logical_cpus: int, *, virtual_machine: bool = False
-) -> tuple[float, str | None]:
-    """``(tdp_w, matched table name)`` of one CPU package with `logical_cpus` threads.
-
-    Unknown model: ``(default_w_per_thread x logical_cpus, None)``. In a virtual machine the
-    `logical_cpus` are vCPUs, a slice of a host package whose size cannot be seen from
-    inside, so a known package's TDP is capped at the same ``default_w_per_thread x
-    logical_cpus``: 4 vCPUs of a 300 W Xeon are charged 24 W, not 300 W.
-    """
-    if isinstance(logical_cpus, bool) or not isinstance(logical_cpus, int) or logical_cpus < 1:
-        raise ValueError(f"logical_cpus must be an int >= 1, got {logical_cpus!r}")
-    match = _lookup(cpu_model)
-    per_thread_w = _CONSTANTS[0] * logical_cpus
-    if match is None:
-        return per_thread_w, None
-    if virtual_machine:
-        return min(match[1], per_thread_w), match[0]
-    return match[1], match[0]
-
-
-def cpu_power_w(
-    cpu_model: str, load: float, logical_cpus: int, *, virtual_machine: bool = False
-) -> float:
-    """Estimated power in watts of one CPU package at `load`.
-
-    Model: ``P = TDP x (idle_fraction + (1 - idle_fraction) x load)``, linear between an idle
-    power and TDP at full load. The linear min/max shape is Cloud Carbon Footprint's
-    (``min_watts + load x (max_watts - min_watts)``, coefficients from SPECpower_ssj2008
-    results); the TDP comes from the bundled table (Intel ARK and AMD product pages, via
-    CodeCarbon's ``cpu_power.csv``), matched as described in `TdpTable`. An unknown model
-    uses ``TDP = default_w_per_thread x logical_cpus``, and so does a virtual machine when
-    that is less than its package's TDP (`cpu_tdp_w`). ``idle_fraction`` and
-    ``default_w_per_thread`` are in ``cpu_tdp.json`` with their sources.
-
-    Args:
-        cpu_model: the CPU model string (e.g. from ``/proc/cpuinfo``); "" when unknown.
-        load: busy fraction of all logical CPUs, clamped to [0, 1].
-        logical_cpus: logical CPUs (hardware threads) of this package, >= 1.
-        virtual_machine: the CPUs are a virtual machine's vCPUs.
-
-    Raises:
-        ValueError: `logical_cpus` is not an int >= 1, or `load` is NaN.
-
-    Example:
-        >>> gold = "Intel(R) Xeon(R) Gold 6248 CPU @ 2.50GHz"
-        >>> cpu_power_w(gold, 1.0, 40)  # doctest: +SKIP
-        150.0
-        >>> cpu_power_w(gold, 1.0, 4, virtual_machine=True)  # 4 vCPUs x 6 W  # doctest: +SKIP
-        24.0
-    """
-    if math.isnan(load):
-        raise ValueError("load must be a number in [0, 1], got nan")
-    tdp_w, _ = cpu_tdp_w(cpu_model, logical_cpus, virtual_machine=virtual_machine)
-    idle = _CONSTANTS[1]
-    load = min(max(load, 0.0), 1.0)
-    return tdp_w * (idle + (1.0 - idle) * load)
 
 
 def _check_power(name: str, power_w: float) -> float:
@@ -304,7 +160,9 @@ class CpuEstimateSensor:
     lines: not the other jobs' CPUs. A process whose control group has a CPU quota of fewer
     CPUs (a container's ``--cpus``, a Kubernetes limit: `cgroups.cpu_quota`) is charged the
     quota's share at load = the group's CPU time / (quota x wall time). In a virtual machine
-    each package's TDP is capped per vCPU (`cpu_tdp_w`).
+    each package's TDP is capped per vCPU (`cpu_basis`). The power is taken at the mean load
+    of each read interval: the load curve is piecewise linear, so this is exact while the
+    load stays within one of its pieces between two reads, and an approximation otherwise.
 
     Args:
         cpu_model: default: `cpuinfo.cpu_model()` ("" when unknown).
@@ -414,24 +272,27 @@ class CpuEstimateSensor:
 
     def describe(self) -> str:
         """The model's inputs in words, for `carbon-callbacks detect` and the logs."""
-        tdp_w, name = cpu_tdp_w(
+        basis = cpu_basis(
             self.cpu_model, self.threads_per_socket, virtual_machine=self.virtual_machine
         )
-        package_w, _ = cpu_tdp_w(self.cpu_model, self.threads_per_socket)  # as on bare metal
-        per_thread_w = _CONSTANTS[0]
+        per_thread = f"{basis.w_per_thread:g} W a thread at full load ({basis.per_thread_basis})"
         text = (
-            f"TDP x load model for {self.cpu_model or 'an unknown CPU'!r} "
+            f"load-curve model for {self.cpu_model or 'an unknown CPU'!r} "
             f"({self.logical_cpus} logical CPUs, {self.sockets} socket(s)): "
         )
-        if name is None:
-            text += f"not in the TDP table, {tdp_w:g} W per package ({per_thread_w:g} W a thread)"
-        elif tdp_w < package_w:
+        if basis.table_name is None:
+            text += f"not in the TDP table, {basis.full_load_w:.4g} W per package: {per_thread}"
+        elif basis.capped:
             text += (
-                f"a virtual machine, {tdp_w:g} W per package ({per_thread_w:g} W a vCPU, "
-                f"below the {package_w:g} W of the host's {name!r})"
+                f"a virtual machine, {basis.full_load_w:.4g} W per package at full load: "
+                f"{per_thread}, below the {basis.tdp_w:g} W TDP of the host's "
+                f"{basis.table_name!r}"
             )
         else:
-            text += f"{tdp_w:g} W per package ({name!r})"
+            text += (
+                f"{basis.tdp_w:g} W TDP per package ({basis.table_name!r}), "
+                f"{basis.full_load_w:.4g} W at full load"
+            )
         if self.quota is not None:
             text += (
                 f"; a CPU quota of {self.quota.cpus:g} CPUs ({self.quota.group}): charged "

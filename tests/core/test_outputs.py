@@ -62,7 +62,7 @@ def test_an_estimates_inputs_are_a_tag(monkeypatch: pytest.MonkeyPatch, tmp_path
     tracker = Tracker(country="FR", count_gpu=False, output_dir=None)
     tags = run_tags(tracker)
     assert tags["carbon.cpu_method"] == "estimate-tdp"
-    assert tags["carbon.cpu_estimate"].startswith("TDP x load model for ")
+    assert tags["carbon.cpu_estimate"].startswith("load-curve model for ")
     assert tags["carbon.cpu_estimate"] == tracker.sensors["cpu"].describe()  # type: ignore[attr-defined]
     assert tags["carbon.ram_estimate"].startswith("0.3725 W/GB x ")
     constant = Tracker(country="FR", cpu_power_w=5, ram_power_w=1, count_gpu=False, output_dir=None)

@@ -8,7 +8,7 @@ from typing import Any
 import pytest
 
 from carbon_callbacks.data import load_json
-from carbon_callbacks.sensors import cpuinfo, estimate
+from carbon_callbacks.sensors import cpu_model, cpuinfo, estimate
 from carbon_callbacks.sensors.base import CONSTANT, ESTIMATE_RAM, ESTIMATE_TDP
 from carbon_callbacks.sensors.estimate import (
     ConstantPowerSensor,
@@ -17,6 +17,7 @@ from carbon_callbacks.sensors.estimate import (
     cpu_power_w,
     normalise_cpu_name,
 )
+from tests.core.conftest import TDP_TABLE
 from tests.fakes.clock import FakeClock
 
 GOLD_6248 = "Intel(R) Xeon(R) Gold 6248 CPU @ 2.50GHz"
@@ -50,9 +51,31 @@ def test_cpu_power_unknown_cpu_uses_watts_per_thread() -> None:
     ("AMD Opteron(tm) Processor 6274", 115.0),
     ("Intel(R) Core(TM) i7-8700K CPU @ 3.70GHz", 95.0),
     ("Intel(R) Xeon(R) Platinum 8480+", 350.0),
+    ("Intel(R) Core(TM) i5 CPU       M 460  @ 2.53GHz", 35.0),  # ARK's "i5-460M", not "460"
+    ("Apple M1", 10.0),
 ])  # fmt: skip
 def test_tdp_matching(model: str, tdp: float) -> None:
     assert cpu_power_w(model, 1.0, 16) == tdp
+
+
+@pytest.mark.usefixtures("table")
+@pytest.mark.parametrize("model", [
+    "Apple M1 Max", "Apple M1 Pro", "Apple M1 Ultra",  # not "Apple M1"'s 10 W
+    "AMD Athlon II X3 460 Processor",  # not the vendorless "460"
+    "Intel(R) Xeon(R) Gold 6248 CPU 9000",  # a longer model name
+])  # fmt: skip
+def test_a_row_matches_only_the_vendor_and_the_whole_model_name(model: str) -> None:
+    assert estimate.tdp_table().lookup(model) is None
+    assert cpu_power_w(model, 1.0, 4) == 40.0  # unknown: 10 W x 4 threads
+
+
+def test_cpu_key() -> None:
+    assert estimate.cpu_key("13th Gen Intel(R) Core(TM) i9-13900K") == "intel core i9 13900k"
+    assert estimate.cpu_key("AMD Ryzen 7 PRO 4750U with Radeon Graphics") == (
+        "amd ryzen 7 pro 4750u"
+    )
+    assert estimate.cpu_key("AMD EPYC 9R14 96-Core Processor") == "amd epyc 9r14"
+    assert estimate.cpu_key("7th Gen AMD PRO A10-9700 APU") == "amd pro a10 9700"
 
 
 @pytest.mark.usefixtures("table")
@@ -66,16 +89,85 @@ def test_load_clamped_and_bad_arguments() -> None:
             cpu_power_w(GOLD_6248, 0.5, bad)  # type: ignore[arg-type]
 
 
+def test_the_load_curve_is_piecewise_linear_and_scaled_by_its_full_load_value(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    table = {
+        **TDP_TABLE,
+        "load_curve": [[0.0, 0.2], [0.1, 0.4], [0.5, 0.6], [1.0, 1.2]],
+    }
+    monkeypatch.setattr(cpu_model, "read_json", lambda name: table)
+    estimate.reset()
+    try:
+        # TDP 150 W: full load 150 x 1.2 = 180 W; P(u) = 180 x f(u) / 1.2 = 150 x f(u).
+        assert cpu_power_w(GOLD_6248, 0.0, 40) == pytest.approx(30.0)  # 150 x 0.2
+        assert cpu_power_w(GOLD_6248, 0.05, 40) == pytest.approx(45.0)  # 150 x 0.3
+        assert cpu_power_w(GOLD_6248, 0.3, 40) == pytest.approx(75.0)  # 150 x 0.5
+        assert cpu_power_w(GOLD_6248, 1.0, 40) == pytest.approx(180.0)
+        # Per thread (unknown model): 10 W x 8 = 80 W at full load; idle 80 x 0.2 / 1.2.
+        assert cpu_power_w("?", 1.0, 8) == pytest.approx(80.0)
+        assert cpu_power_w("?", 0.0, 8) == pytest.approx(80 * 0.2 / 1.2)
+    finally:
+        estimate.reset()
+    with pytest.raises(ValueError, match="load_curve"):
+        estimate.TdpTable([], 6.0, [[0.1, 0.2], [1.0, 1.0]])
+
+
+@pytest.mark.usefixtures("table")
+def test_a_microarchitecture_gives_the_watts_per_thread() -> None:
+    # "AMD EPYC 7R32" is no table row; the test family "rome" gives 2 W a thread.
+    basis = estimate.cpu_basis("AMD EPYC 7R32", 8, virtual_machine=True)
+    assert (basis.full_load_w, basis.tdp_w, basis.w_per_thread) == (16.0, None, 2.0)
+    assert cpu_power_w("AMD EPYC 7R32", 1.0, 8, virtual_machine=True) == 16.0
+    assert cpu_power_w("AMD EPYC 7R32", 0.0, 8, virtual_machine=True) == 4.0  # 25 %
+    # A known Rome package in a VM: capped at 2 W a vCPU, not the 10 W default.
+    assert cpu_power_w("AMD EPYC 7742 64-Core Processor", 1.0, 8, virtual_machine=True) == 16.0
+    vm = CpuEstimateSensor(cpu_model="AMD EPYC 7742", logical_cpus=8, virtual_machine=True)
+    assert vm.describe() == (
+        "load-curve model for 'AMD EPYC 7742' (8 logical CPUs, 1 socket(s)): a virtual "
+        "machine, 16 W per package at full load: 2 W a thread at full load (rome: test), "
+        "below the 225 W TDP of the host's 'AMD EPYC 7742'"
+    )
+
+
 def test_bundled_table_when_present() -> None:
     try:
         load_json(estimate.TDP_TABLE_FILE)
     except FileNotFoundError:
         pytest.skip(reason="carbon_callbacks/data/cpu_tdp.json is not built yet")
     estimate.reset()
-    assert estimate.tdp_table().lookup(GOLD_6248) == ("Intel Xeon Gold 6248", 150.0)
-    assert cpu_power_w(GOLD_6248, 1.0, 40) == pytest.approx(150.0)
-    idle = estimate.tdp_table().idle_fraction
-    assert cpu_power_w(GOLD_6248, 0.0, 40) == pytest.approx(150.0 * idle)
+    table = estimate.tdp_table()
+    assert table.lookup(GOLD_6248) == ("Intel Xeon Gold 6248", 150.0)
+    curve = dict(table.load_curve)
+    assert cpu_power_w(GOLD_6248, 1.0, 40) == pytest.approx(150.0 * curve[1.0])
+    assert cpu_power_w(GOLD_6248, 0.0, 40) == pytest.approx(150.0 * curve[0.0])
+    for model in ("Apple M1 Max", "AMD Athlon II X3 460", "460"):
+        assert table.lookup(model) is None or table.lookup(model) == (model, 95.0), model
+    assert table.lookup("Intel(R) Core(TM) i5 CPU M 460 @ 2.53GHz") == ("Intel Core i5-460M", 35)
+    assert table.lookup("Apple M1") is None  # Apple publishes no TDP
+    assert table.lookup("460") is None  # vendorless rows are dropped
+    # The issue's cases: 8 vCPUs of an EPYC 7R32 and one 192-thread EPYC 9R14 at full load,
+    # from the Rome and Genoa watts per thread (docs/methodology.md), not 6 W a thread.
+    rome = table.family("AMD EPYC 7R32")
+    genoa = table.family("AMD EPYC 9R14 96-Core Processor")
+    assert rome is not None and genoa is not None
+    vm = cpu_power_w("AMD EPYC 7R32", 1.0, 8, virtual_machine=True)
+    assert vm == pytest.approx(8 * rome.w_per_thread) and 10 < vm < 20
+    metal = cpu_power_w("AMD EPYC 9R14 96-Core Processor", 1.0, 192)
+    assert metal == pytest.approx(192 * genoa.w_per_thread) and metal < 400
+    estimate.reset()
+
+
+def test_the_energy_ratio_constant_is_what_the_bench_prints() -> None:
+    try:
+        load_json(estimate.TDP_TABLE_FILE)
+    except FileNotFoundError:
+        pytest.skip(reason="carbon_callbacks/data/cpu_tdp.json is not built yet")
+    from bench import validate_cpu_model
+
+    estimate.reset()
+    assert validate_cpu_model.energy_ratio_range() == estimate.CPU_ESTIMATE_ENERGY_RATIO
+    estimate.reset()
 
 
 def test_constant_sensor_exact_with_fake_clock() -> None:
@@ -190,9 +282,11 @@ PLATINUM = "Intel(R) Xeon(R) Platinum 8480+"  # 350 W in the test table
 @pytest.mark.usefixtures("table")
 def test_a_virtual_machine_is_charged_per_vcpu_not_the_host_package() -> None:
     # 4 vCPUs of a 350 W package: capped at 10 W x 4 (the table's watts per thread).
-    assert estimate.cpu_tdp_w(PLATINUM, 4, virtual_machine=True) == (
+    basis = estimate.cpu_basis(PLATINUM, 4, virtual_machine=True)
+    assert (basis.full_load_w, basis.table_name, basis.capped) == (
         40.0,
         "Intel Xeon Platinum 8480+",
+        True,
     )
     assert cpu_power_w(PLATINUM, 1.0, 4, virtual_machine=True) == 40.0
     assert cpu_power_w(PLATINUM, 0.0, 4, virtual_machine=True) == 10.0  # idle: 25 %
@@ -202,12 +296,15 @@ def test_a_virtual_machine_is_charged_per_vcpu_not_the_host_package() -> None:
     assert cpu_power_w("Some Future CPU 9000", 1.0, 4, virtual_machine=True) == 40.0
     vm = CpuEstimateSensor(cpu_model=PLATINUM, logical_cpus=8, sockets=2, virtual_machine=True)
     assert vm.power_w(1.0) == 80.0  # 2 packages x 4 vCPUs x 10 W
-    assert "a virtual machine, 40 W per package (10 W a vCPU, below the 350 W of the host's" in (
+    assert "a virtual machine, 40 W per package at full load: 10 W a thread at full load " in (
         vm.describe()
     )
+    assert "below the 350 W TDP of the host's 'Intel Xeon Platinum 8480+'" in vm.describe()
     metal = CpuEstimateSensor(cpu_model=PLATINUM, logical_cpus=8, sockets=2)
     assert (metal.virtual_machine, metal.power_w(1.0)) == (False, 700.0)
-    assert "350 W per package ('Intel Xeon Platinum 8480+')" in metal.describe()
+    assert "350 W TDP per package ('Intel Xeon Platinum 8480+'), 350 W at full load" in (
+        metal.describe()
+    )
 
 
 PROC_STAT = (
@@ -283,5 +380,23 @@ def test_this_machines_affinity_and_hypervisor_flag(
         monkeypatch.setattr(os, "sched_getaffinity", lambda pid: set(range(8)))
         cpuinfo.reset()
         assert cpuinfo.usable_cpus() is None  # may run anywhere
+    finally:
+        cpuinfo.reset()
+
+
+def test_an_arm_neoverse_core_is_named_from_its_part_number(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # An arm64 /proc/cpuinfo (as on Graviton2) has no "model name" line.
+    info = tmp_path / "cpuinfo"
+    info.write_text(
+        "processor\t: 0\nBogoMIPS\t: 243.75\nFeatures\t: fp asimd evtstrm aes pmull\n"
+        "CPU implementer\t: 0x41\nCPU architecture: 8\nCPU variant\t: 0x3\n"
+        "CPU part\t: 0xd0c\nCPU revision\t: 1\n"
+    )
+    monkeypatch.setattr(cpuinfo, "PROC_CPUINFO", str(info))
+    cpuinfo.reset()
+    try:
+        assert cpuinfo.cpu_model() == "ARM Neoverse-N1"
     finally:
         cpuinfo.reset()
