@@ -226,9 +226,12 @@ def _summed_pricing(a: Measurement, b: Measurement, summed: dict[str, Any]) -> d
     if a.pue != b.pue:
         it_kwh = _add_optional(a.it_energy_kwh, b.it_energy_kwh)
         pue = energy / it_kwh if it_kwh else (a.pue + b.pue) / 2.0
+    source = merge_source(a.intensity_source, b.intensity_source)
+    if not source.startswith(MIXED + ": ") and a.intensity_g_per_kwh != b.intensity_g_per_kwh:
+        source = f"{MIXED}: {source}"  # one source, several of its values (two countries...)
     return {
         "intensity_g_per_kwh": intensity,
-        "intensity_source": merge_source(a.intensity_source, b.intensity_source),
+        "intensity_source": source,
         "intensity_year": a.intensity_year if a.intensity_year == b.intensity_year else None,
         "intensity_basis": merge_method(a.intensity_basis, b.intensity_basis),
         "pue": pue,

@@ -151,7 +151,8 @@ def summary(
         f"{_range(totals.emissions_kg_low, totals.emissions_kg_high, kind)} "
         f"in {totals.duration_s:.1f} s "
         f"(intensity {totals.intensity_g_per_kwh:.4g} g {unit}/kWh{effective}, "
-        f"{totals.intensity_basis}, {totals.intensity_source}; PUE {totals.pue:.4g})",
+        f"{totals.intensity_basis}, {short_source(totals.intensity_source)}; "
+        f"PUE {totals.pue:.4g})",
     ]
     for component, method in (
         ("CPU", totals.cpu_method),
@@ -169,6 +170,11 @@ def summary(
     return "\n".join(lines)
 
 
+def short_source(source: str) -> str:
+    """A source without its caveat (the text after ``"; "``, kept in the tags and docs)."""
+    return source.split("; ", 1)[0]
+
+
 def emissions_unit(basis: str) -> str:
     """``"CO2"`` for an intensity that counts combustion CO2 only, else ``"CO2eq"``."""
     return "CO2" if basis == "co2-only" else "CO2eq"
@@ -178,4 +184,4 @@ def _range(low: float, high: float, kind: str) -> str:
     """`` (0.015–0.03, estimated)``, or nothing when the value is exact."""
     if low == high:
         return ""
-    return f" ({low:.2g}–{high:.2g}, {kind})"
+    return f" ({low:.3g}–{high:.3g}, {kind})"

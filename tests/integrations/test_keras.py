@@ -53,3 +53,66 @@ def test_fit_inside_start_run_logs_epochs_and_history(
     assert [v for _, v in hist["carbon/epoch_energy_kwh"]] == pytest.approx(
         history.history["carbon/epoch_energy_kwh"], rel=1e-12
     )
+
+
+# -- exact figures: a clock that advances 10 s per optimizer step ---------------------------
+
+STEP_S = 10.0
+STEPS_PER_EPOCH = 4  # 64 samples, batches of 16
+WATTS = 60.0  # tracker_kwargs: 50 W CPU + 10 W RAM
+EPOCH_KWH = WATTS * STEP_S * STEPS_PER_EPOCH / 3.6e6
+
+
+def compiled() -> tuple[Any, Any, Any]:
+    rng = np.random.default_rng(0)
+    x = rng.normal(size=(64, 4)).astype("float32")
+    model = keras.Sequential([keras.Input((4,)), keras.layers.Dense(1)])
+    model.compile(optimizer="sgd", loss="mse")
+    return model, x, x.sum(axis=1, keepdims=True)
+
+
+def step_clock(model: Any) -> Any:
+    """The tracker's clock: `STEP_S` per optimizer step of `model`, so each epoch is 2400 J."""
+    return lambda: float(keras.ops.convert_to_numpy(model.optimizer.iterations)) * STEP_S
+
+
+def test_initial_epoch_predicts_the_epochs_left(tracker_kwargs: dict[str, Any]) -> None:
+    model, x, y = compiled()
+    callback = CarbonCallback(**tracker_kwargs, clock=step_clock(model), sinks=None, summary=False)
+    model.fit(x, y, epochs=5, initial_epoch=2, batch_size=16, verbose=0, callbacks=[callback])
+    # Epochs 2, 3 and 4 run here; predicted after epoch 2: 1 measured + 2 left x its mean.
+    prediction = callback.session.prediction
+    assert prediction is not None
+    assert (prediction.epochs_done, prediction.total_epochs) == (3, 5.0)
+    assert prediction.energy_kwh == pytest.approx(3 * EPOCH_KWH, rel=1e-12)
+    assert callback.session.totals.energy_kwh == pytest.approx(3 * EPOCH_KWH, rel=1e-12)
+
+
+def test_a_second_fit_into_the_same_run_keeps_counting(
+    sqlite_uri: str, tracker_kwargs: dict[str, Any]
+) -> None:
+    model, x, y = compiled()
+    callback = CarbonCallback(**tracker_kwargs, clock=step_clock(model), summary=False)
+    mlflow.set_tracking_uri(sqlite_uri)
+    mlflow.set_experiment("keras")
+    with mlflow.start_run() as run:
+        model.fit(x, y, epochs=2, batch_size=16, verbose=0, callbacks=[callback])
+        model.fit(x, y, epochs=4, initial_epoch=2, batch_size=16, verbose=0, callbacks=[callback])
+    client = MlflowClient(sqlite_uri)
+    run_id = run.info.run_id
+
+    def history(key: str) -> list[tuple[int, float]]:
+        return sorted((m.step, m.value) for m in client.get_metric_history(run_id, key))
+
+    per_epoch = history("carbon/epoch_energy_kwh")
+    assert per_epoch == [(e, pytest.approx(EPOCH_KWH, rel=1e-12)) for e in range(4)]
+    energy = history("carbon/energy_kwh")
+    # One value a step: step 2 keeps the first fit's total (written first), then 4 epochs.
+    assert energy == [
+        (0, pytest.approx(EPOCH_KWH, rel=1e-12)),
+        (1, pytest.approx(2 * EPOCH_KWH, rel=1e-12)),
+        (2, pytest.approx(2 * EPOCH_KWH, rel=1e-12)),
+        (3, pytest.approx(4 * EPOCH_KWH, rel=1e-12)),
+        (4, pytest.approx(4 * EPOCH_KWH, rel=1e-12)),
+    ]
+    assert callback.session.totals.energy_kwh == pytest.approx(4 * EPOCH_KWH, rel=1e-12)

@@ -89,3 +89,109 @@ def test_report_to_mlflow_three_epochs(
 )
 def test_epoch_index_from_fractional_state_epoch(epoch: float | None, index: int) -> None:
     assert epoch_index(epoch) == index
+
+
+# -- exact figures: a clock driven by the Trainer's own counters --------------------------------
+
+STEP_S, EVAL_BATCH_S = 10.0, 3.0
+WATTS = 60.0  # tracker_kwargs: 50 W CPU + 10 W RAM
+STEPS_PER_EPOCH = 4  # 32 samples, batches of 8
+
+
+class CountingBert(BertForSequenceClassification):
+    """Counts its forward passes in evaluation mode (one per evaluation batch)."""
+
+    eval_batches = 0
+
+    def forward(self, *args: Any, **kwargs: Any) -> Any:
+        if not self.training:
+            self.eval_batches += 1
+        return super().forward(*args, **kwargs)
+
+
+def counting_bert() -> CountingBert:
+    model = tiny_bert()
+    model.__class__ = CountingBert
+    return model  # type: ignore[return-value]
+
+
+class TrainerClock:
+    """10 s per optimizer step and 3 s per evaluation batch of the bound trainer."""
+
+    def __init__(self) -> None:
+        self.trainer: Any = None
+
+    def __call__(self) -> float:
+        if self.trainer is None:
+            return 0.0
+        return self.trainer.state.global_step * STEP_S + self.trainer.model.eval_batches * (
+            EVAL_BATCH_S
+        )
+
+
+def clocked_trainer(
+    tmp_path: Path, tracker_kwargs: dict[str, Any], epochs: int, **extra: Any
+) -> tuple[Any, CarbonCallback]:
+    clock = TrainerClock()
+    callback = CarbonCallback(**tracker_kwargs, clock=clock, sinks=None, summary=False)
+    args = TrainingArguments(
+        output_dir=str(tmp_path / "out"),
+        num_train_epochs=epochs,
+        per_device_train_batch_size=8,
+        per_device_eval_batch_size=8,
+        report_to=[],
+        logging_strategy="no",
+        remove_unused_columns=False,  # CountingBert's forward takes **kwargs
+        use_cpu=True,
+        disable_tqdm=True,
+        **extra,
+    )
+    trainer = Trainer(
+        model=counting_bert(),
+        args=args,
+        train_dataset=RandomTokens(),
+        eval_dataset=RandomTokens(n=16),
+        callbacks=[callback],
+    )
+    clock.trainer = trainer
+    return trainer, callback
+
+
+def test_each_epoch_holds_its_own_evaluation(
+    tmp_path: Path, tracker_kwargs: dict[str, Any]
+) -> None:
+    trainer, callback = clocked_trainer(
+        tmp_path, tracker_kwargs, 3, eval_strategy="epoch", save_strategy="no"
+    )
+    laps: list[Any] = []
+    session_epoch_end = callback.session.epoch_end
+    callback.session.epoch_end = lambda epoch: laps.append(  # type: ignore[method-assign]
+        (epoch, session_epoch_end(epoch))
+    )
+    trainer.train()
+    assert trainer.model.eval_batches == 6  # 2 batches after each epoch
+    # Each epoch: 4 steps and its 2 evaluation batches (46 s at 60 W), the last one too.
+    epoch_kwh = WATTS * (STEPS_PER_EPOCH * STEP_S + 2 * EVAL_BATCH_S) / 3.6e6
+    assert [e for e, _ in laps] == [0, 1, 2]
+    assert [m.energy_kwh for _, m in laps] == pytest.approx([epoch_kwh] * 3, rel=1e-12)
+    assert callback.session.totals.energy_kwh == pytest.approx(3 * epoch_kwh, rel=1e-12)
+
+
+def test_resume_from_checkpoint_continues_the_totals_and_predicts_the_rest(
+    tmp_path: Path, tracker_kwargs: dict[str, Any]
+) -> None:
+    epoch_kwh = WATTS * STEPS_PER_EPOCH * STEP_S / 3.6e6
+    trainer, first = clocked_trainer(tmp_path, tracker_kwargs, 2, save_strategy="epoch")
+    trainer.train()
+    assert first.session.totals.energy_kwh == pytest.approx(2 * epoch_kwh, rel=1e-12)
+    checkpoint = tmp_path / "out" / "checkpoint-8"
+    assert checkpoint.is_dir()
+
+    trainer, second = clocked_trainer(tmp_path, tracker_kwargs, 5, save_strategy="no")
+    trainer.train(resume_from_checkpoint=str(checkpoint))
+    # 2 epochs from the checkpoint, then 2, 3, 4 here; predicted after epoch 2.
+    prediction = second.session.prediction
+    assert prediction is not None and prediction.measured_epochs == 1
+    assert prediction.energy_kwh == pytest.approx(5 * epoch_kwh, rel=1e-12)
+    assert second.session.totals.energy_kwh == pytest.approx(5 * epoch_kwh, rel=1e-12)
+    assert second.tracker.run_id == first.tracker.run_id  # the same journal continues
