@@ -8,6 +8,7 @@ from __future__ import annotations
 
 from collections.abc import Mapping
 
+from carbon_callbacks import humanize
 from carbon_callbacks.equivalents import MAIN_EQUIVALENTS, Equivalent
 from carbon_callbacks.hardware import hardware_metadata
 from carbon_callbacks.measurement import Measurement
@@ -112,12 +113,16 @@ def summary(
     *,
     title: str = "carbon-callbacks",
 ) -> str:
-    """A short plain-text summary of a run: totals, how each part was obtained, equivalents."""
+    """A short plain-text summary of a run: totals, how each part was obtained, equivalents.
+
+    Quantities are in units a person reads (``"3.4 Wh, 1.2 g CO2eq in 5.2 min"``, see
+    `carbon_callbacks.humanize`); the metrics keep kWh and kg.
+    """
     lines = [
-        f"{title}: {totals.energy_kwh:.6g} kWh, {totals.emissions_kg:.6g} kg CO2eq "
-        f"in {totals.duration_s:.1f} s "
-        f"(intensity {totals.intensity_g_per_kwh:g} g/kWh, {totals.intensity_source}; "
-        f"PUE {totals.pue:g})",
+        f"{title}: {humanize.energy(totals.energy_kwh)}, {humanize.emissions(totals.emissions_kg)} "
+        f"in {humanize.duration(totals.duration_s, 3)} "
+        f"(intensity {humanize.number(totals.intensity_g_per_kwh, 4)} g/kWh, "
+        f"{totals.intensity_source}; PUE {humanize.number(totals.pue, 3)})",
     ]
     for component, method in (
         ("CPU", totals.cpu_method),

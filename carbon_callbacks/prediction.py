@@ -25,13 +25,14 @@ Limits (said in the docs too):
 Example:
     >>> p = predict_run(tracker.totals, epochs_done=1, total_epochs=10)
     >>> print(p.line())
-    predicted for 10 epochs (from 1): about 0.012 kWh, 0.0012 kg CO2eq, 5.2 min
+    predicted for 10 epochs (from 1): about 12 Wh, 1.2 g CO2eq, 5.2 min
 """
 
 from __future__ import annotations
 
 from dataclasses import dataclass
 
+from carbon_callbacks import humanize
 from carbon_callbacks.measurement import Measurement
 
 ENERGY_KEY = "carbon/predicted_energy_kwh"
@@ -61,16 +62,14 @@ class Prediction:
         return {ENERGY_KEY: self.energy_kwh, EMISSIONS_KEY: self.emissions_kg}
 
     def line(self) -> str:
-        """One line to print, e.g. ``"predicted for 10 epochs (from 1): about 0.012 kWh, …"``."""
-        if self.duration_s >= 3600:
-            duration = f"{self.duration_s / 3600:.1f} h"
-        elif self.duration_s >= 60:
-            duration = f"{self.duration_s / 60:.1f} min"
-        else:
-            duration = f"{self.duration_s:.0f} s"
+        """One line to print, e.g. ``"predicted for 10 epochs (from 1): about 12 Wh, …"``.
+
+        Two significant digits, in units a person reads (see `carbon_callbacks.humanize`).
+        """
         return (
             f"predicted for {self.total_epochs} epochs (from {self.epochs_done}): about "
-            f"{self.energy_kwh:.2g} kWh, {self.emissions_kg:.2g} kg CO2eq, {duration}"
+            f"{humanize.energy(self.energy_kwh, 2)}, {humanize.emissions(self.emissions_kg, 2)}, "
+            f"{humanize.duration(self.duration_s, 2)}"
         )
 
 

@@ -20,6 +20,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import NoReturn
 
+from carbon_callbacks import humanize
 from carbon_callbacks.intensity import (
     CloudRegion,
     Intensity,
@@ -218,7 +219,7 @@ def greener_alternatives(
 def advice_line(totals: Measurement, intensity: Intensity) -> str | None:
     """One line of advice for the end-of-training summary, or None in the best region already.
 
-    Example: ``"the same run in gcp:europe-north1 would have emitted about 0.0012 kg CO2eq
+    Example: ``"the same run in gcp:europe-north1 would have emitted about 1.2 g CO2eq
     (-93 %)"``, with the basis named when it differs from the run's.
     """
     found = greener_alternatives(totals, intensity, n=1)
@@ -226,8 +227,8 @@ def advice_line(totals: Measurement, intensity: Intensity) -> str | None:
         return None
     best = found[0]
     line = (
-        f"the same run in {best.region} would have emitted about {best.emissions_kg:.2g} kg "
-        f"CO2eq ({best.change_pct:+.0f} %)"
+        f"the same run in {best.region} would have emitted about "
+        f"{humanize.emissions(best.emissions_kg, 2)} ({best.change_pct:+.0f} %)"
     )
     if intensity.basis in _BASIS_NOTES and best.basis != intensity.basis:
         line += f" [{best.basis} figure ({best.source}) vs {intensity.basis} for this run]"

@@ -4,6 +4,7 @@ import dataclasses
 
 import pytest
 
+from carbon_callbacks import humanize
 from carbon_callbacks.intensity import Intensity, cloud_regions, resolve
 from carbon_callbacks.measurement import Measurement
 from carbon_callbacks.regions import (
@@ -180,7 +181,7 @@ def test_advice_line_and_tag() -> None:
     pct = round(best.change_pct)
     assert line == (
         f"the same run in {best.region} would have emitted about "
-        f"{best.emissions_kg:.2g} kg CO2eq ({pct:+d} %)"
+        f"{humanize.emissions(best.emissions_kg, 2)} ({pct:+d} %)"
     )
     assert greener_region_tag(totals, intensity) == f"{best.region} ({pct:+d} %)"
 
@@ -192,7 +193,7 @@ def test_advice_compares_like_with_like() -> None:
     assert "direct" not in line
     forced = resolve(intensity_g_per_kwh=400)  # the user's own figure: any region compares
     assert advice_line(_run(1.0, forced), forced) == (
-        "the same run in gcp:europe-north2 would have emitted about 0.0027 kg CO2eq (-99 %)"
+        "the same run in gcp:europe-north2 would have emitted about 2.7 g CO2eq (-99 %)"
     )
 
 
