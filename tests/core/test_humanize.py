@@ -16,7 +16,8 @@ from carbon_callbacks.intensity import resolve
 from carbon_callbacks.outputs import summary
 from carbon_callbacks.prediction import predict_run
 from carbon_callbacks.regions import advice_line
-from carbon_callbacks.report import RunRow, format_table
+from carbon_callbacks.report import RunRow
+from carbon_callbacks.report_chart import format_table
 
 # Scientific notation: a digit, then e/E, an optional sign and a digit ("4.6e-05", "1E+04").
 SCIENTIFIC = re.compile(r"\d[eE][+-]?\d")
