@@ -14,10 +14,12 @@ Example:
 from __future__ import annotations
 
 import argparse
+import functools
 import re
 import sys
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
+from types import MappingProxyType
 from typing import NoReturn
 
 from carbon_callbacks import humanize
@@ -203,7 +205,7 @@ def greener_alternatives(
                 region=key,
                 location=r.location,
                 g_per_kwh=g,
-                emissions_kg=emissions_kg(totals.energy_kwh, g),
+                emissions_kg=emissions_kg_at(totals.energy_kwh, r),
                 # The ratio of intensities is the ratio of emissions, even for a zero-energy run.
                 change_pct=(g / intensity.g_per_kwh - 1.0) * 100.0,
                 basis=r.intensity.basis,
@@ -242,6 +244,46 @@ def greener_region_tag(totals: Measurement, intensity: Intensity) -> str:
     """
     found = greener_alternatives(totals, intensity, n=1)
     return f"{found[0].region} ({found[0].change_pct:+.0f} %)" if found else "none"
+
+
+def saving_from_tag(tag: str, energy_kwh: float, emissions_kg: float) -> tuple[str, float] | None:
+    """What a run would have saved in the region of its ``carbon.greener_region`` tag.
+
+    The reverse of `greener_region_tag`, for runs read back from a tracking server: the
+    region's emissions are those of `Alternative` (the run's energy, PUE included, at the
+    region's bundled intensity), and the saving is the run's emissions minus them.
+
+    Args:
+        tag: the tag's value, ``"gcp:europe-north1 (-93 %)"`` or ``"none"``.
+        energy_kwh: the run's energy, in kWh.
+        emissions_kg: the run's emissions, in kg CO2eq.
+
+    Returns:
+        (region, kg CO2eq saved, >= 0); ``("none", 0.0)`` for a run already in the lowest
+        region; ``None`` when the tag names no region of this version's table.
+
+    Example:
+        >>> saving_from_tag("gcp:europe-north2 (-99 %)", 1.0, 0.4)  # 1 kWh there: 2.73 g
+        ('gcp:europe-north2', 0.39727)
+    """
+    region = tag.partition(" ")[0]
+    if region == "none":
+        return ("none", 0.0)
+    found = _regions_by_id().get(region)
+    if found is None:
+        return None
+    # Never below zero: a newer table may rank the region above the run's own intensity.
+    return (region, max(0.0, emissions_kg - emissions_kg_at(energy_kwh, found)))
+
+
+def emissions_kg_at(energy_kwh: float, region: CloudRegion) -> float:
+    """The emissions of `energy_kwh` at a cloud region's bundled intensity, in kg CO2eq."""
+    return emissions_kg(energy_kwh, region.intensity.g_per_kwh)
+
+
+@functools.cache
+def _regions_by_id() -> Mapping[str, CloudRegion]:
+    return MappingProxyType(cloud_regions_by_id())  # read-only: it is shared
 
 
 def _region_country(text: str) -> str | None:

@@ -12,23 +12,25 @@ from __future__ import annotations
 
 import argparse
 import dataclasses
+import json
 import os
 import sys
 import time
 import urllib.error
 import urllib.request
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, NoReturn
+from typing import Any, NoReturn, TypeVar
 from urllib.parse import urlsplit, urlunsplit
 
-from carbon_callbacks import humanize, report_chart
+from carbon_callbacks import humanize, report_all, report_chart
 from carbon_callbacks.sensors.base import ESTIMATED_METHODS
 
 PROG = "carbon-callbacks report"
 EPOCH_ENERGY = "carbon/epoch_energy_kwh"
 EPOCH_EMISSIONS = "carbon/epoch_emissions_kg"
+T = TypeVar("T")
 
 
 class ReportError(Exception):
@@ -141,8 +143,9 @@ class _Parser(argparse.ArgumentParser):
 def _parser() -> argparse.ArgumentParser:
     p = _Parser(
         prog=PROG,
-        description="Compare the energy and emissions of an MLflow "
-        "experiment's runs: a table sorted by emissions, and a chart with --out.",
+        description="Compare the energy and emissions of an MLflow experiment's runs (a table "
+        "sorted by emissions, and a chart with --out), or sum every run with carbon metrics "
+        "on a server by experiment, user, month or tag (--all-experiments).",
     )
     p.add_argument(
         "--tracking-uri",
@@ -151,16 +154,31 @@ def _parser() -> argparse.ArgumentParser:
         help="sqlite:///mlflow.db, http://127.0.0.1:5000, file:./mlruns "
         "(default: $MLFLOW_TRACKING_URI)",
     )
-    p.add_argument("--experiment", required=True, metavar="NAME", help="experiment name")
+    which = p.add_mutually_exclusive_group(required=True)
+    which.add_argument("--experiment", metavar="NAME", help="one experiment's runs, by name")
+    which.add_argument(
+        "--all-experiments",
+        action="store_true",
+        help="the organisation view: every run with carbon metrics, summed by group",
+    )
     p.add_argument(
         "--out",
         type=Path,
         metavar="FILE",
-        help="write the chart: FILE.png, or FILE.html (table and chart in one self-contained page)",
+        help="write the chart: FILE.png, or FILE.html (table and chart in one self-contained "
+        "page); with --all-experiments, FILE.html",
     )
     p.add_argument(
-        "--max-runs", type=int, default=500, metavar="N", help="read at most N runs (500)"
+        "--max-runs",
+        type=int,
+        metavar="N",
+        help="read at most N runs (default 500; with --all-experiments, all)",
     )
+    g = p.add_argument_group("with --all-experiments")
+    g.add_argument("--by", metavar="GROUP", help="experiment (default), user, month or tag:KEY")
+    g.add_argument("--since", metavar="DATE", help="only runs started on or after DATE (UTC)")
+    g.add_argument("--json", action="store_true", help="print JSON (kWh, kg) instead of text")
+    g.add_argument("--top", type=int, metavar="N", help="list the N runs with most CO2eq (10)")
     return p
 
 
@@ -172,24 +190,38 @@ def main(argv: Sequence[str] | None = None) -> int:
     except SystemExit as exc:
         return exc.code if isinstance(exc.code, int) else 2
     out: Path | None = args.out
+    suffixes = (".html", ".htm") if args.all_experiments else (".png", ".html", ".htm")
+    org_only = [f"--{k}" for k in ("by", "since", "json", "top") if getattr(args, k)]
     problem = None
     if not args.tracking_uri:
         problem = "--tracking-uri is required (or set MLFLOW_TRACKING_URI)"
-    elif out is not None and out.suffix.lower() not in (".png", ".html", ".htm"):
-        problem = f"--out must end in .png or .html, got {str(out)!r}"
-    elif args.max_runs < 1:
+    elif out is not None and out.suffix.lower() not in suffixes:
+        problem = f"--out must end in {' or '.join(suffixes[:-1])}, got {str(out)!r}"
+    elif args.max_runs is not None and args.max_runs < 1:
         problem = f"--max-runs must be >= 1, got {args.max_runs}"
+    elif args.top is not None and args.top < 1:
+        problem = f"--top must be >= 1, got {args.top}"
+    elif org_only and not args.all_experiments:
+        problem = f"{', '.join(org_only)} go(es) with --all-experiments, not --experiment"
+    try:
+        since = None if args.since is None else report_all.parse_since(args.since)
+        by = report_all.check_by(args.by or "experiment")
+    except ValueError as exc:
+        problem = problem or str(exc)
     if problem:
         print(f"{PROG}: error: {problem}", file=sys.stderr)
         return 2
     try:
-        return _report(args.tracking_uri, args.experiment, out, args.max_runs)
+        if args.all_experiments:
+            return _report_all(args, by, since)
+        return _report(args.tracking_uri, args.experiment, out, args.max_runs or 500)
     except ReportError as exc:
         print(f"{PROG}: error: {exc}", file=sys.stderr)
         return 1
 
 
-def _report(uri: str, experiment: str, out: Path | None, max_runs: int) -> int:
+def _read(uri: str, read: Callable[[Any], T]) -> T:
+    """`read(client)` with an `MlflowClient` of `uri`; store problems become `ReportError`."""
     try:
         from mlflow.exceptions import MlflowException
         from mlflow.tracking import MlflowClient
@@ -199,17 +231,23 @@ def _report(uri: str, experiment: str, out: Path | None, max_runs: int) -> int:
         ) from None
     _check_server(uri)
     try:
-        client = MlflowClient(tracking_uri=uri)
+        return read(MlflowClient(tracking_uri=uri))
+    except (MlflowException, OSError) as exc:  # requests' errors are OSErrors
+        message = " ".join(str(getattr(exc, "message", exc)).split())
+        raise ReportError(f"cannot read {redact(uri)}: {message}") from None
+
+
+def _report(uri: str, experiment: str, out: Path | None, max_runs: int) -> int:
+    def read(client: Any) -> tuple[list[RunRow], int]:
         exp = client.get_experiment_by_name(experiment)
         if exp is None:
             names = [e.name for e in client.search_experiments(max_results=1000)]
             raise ReportError(
                 f"no experiment {experiment!r} at {redact(uri)}; " + _known(experiment, names)
             )
-        rows, skipped = load_runs(client, exp.experiment_id, max_runs)
-    except (MlflowException, OSError) as exc:  # requests' errors are OSErrors
-        message = " ".join(str(getattr(exc, "message", exc)).split())
-        raise ReportError(f"cannot read {redact(uri)}: {message}") from None
+        return load_runs(client, exp.experiment_id, max_runs)
+
+    rows, skipped = _read(uri, read)
     if not rows:
         raise ReportError(f"experiment {experiment!r} has no run with carbon/* metrics "
                           f"({skipped} run(s) without)")  # fmt: skip
@@ -248,6 +286,34 @@ def _write(rows: Sequence[RunRow], experiment: str, uri: str, out: Path) -> None
             out.write_text(report_chart.render_html(rows, title, png, about), encoding="utf-8")
     except OSError as exc:
         raise ReportError(f"cannot write {out}: {exc.strerror or exc}") from None
+
+
+def _report_all(args: argparse.Namespace, by: str, since: int | None) -> int:
+    """The organisation view (`carbon_callbacks.report_all`): text or JSON, and a page."""
+    from carbon_callbacks import report_pages
+
+    uri, top = args.tracking_uri, args.top or 10
+    runs = _read(uri, lambda c: report_all.load_all_runs(c, since, args.max_runs))
+    if args.json:
+        print(json.dumps(report_all.to_json(runs, by, top), indent=2))
+    elif not runs:
+        raise ReportError(f"no run with carbon/* metrics at {redact(uri)}"
+                          + (f" since {args.since}" if since is not None else ""))  # fmt: skip
+    experiments = len({r.experiment for r in runs})
+    title = (f"Carbon footprint of {len(runs):,} run(s) in {experiments:,} experiment(s) at "
+             f"{redact(uri)}" + (f", since {args.since}" if since is not None else ""))  # fmt: skip
+    if not args.json:
+        print(report_pages.render_text(runs, by, top, title))
+    if args.out is not None:
+        when = time.strftime("%Y-%m-%d %H:%M")
+        page = report_pages.render_html(runs, by, top, title, f"Read {when}; grouped by {by}.")
+        try:
+            args.out.parent.mkdir(parents=True, exist_ok=True)
+            args.out.write_text(page, encoding="utf-8")
+        except OSError as exc:
+            raise ReportError(f"cannot write {args.out}: {exc.strerror or exc}") from None
+        print(f"wrote {args.out}", file=sys.stderr if args.json else sys.stdout)
+    return 0
 
 
 if __name__ == "__main__":

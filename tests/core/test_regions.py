@@ -15,6 +15,7 @@ from carbon_callbacks.regions import (
     greener_region_tag,
     main,
     rank_regions,
+    saving_from_tag,
 )
 
 
@@ -272,3 +273,23 @@ def test_alternatives_near_the_run_stay_in_its_area() -> None:
         "gcp:northamerica-northeast2",
         "gcp:us-west1",
     ]
+
+
+def test_saving_from_tag_reverses_the_tag() -> None:
+    """The tag written at the end of a run, read back: the same alternative's emissions."""
+    intensity = resolve(country="DE")
+    totals = _run(2.0, intensity)
+    best = greener_alternatives(totals, intensity, n=1)[0]
+    tag = greener_region_tag(totals, intensity)
+    assert saving_from_tag(tag, totals.energy_kwh, totals.emissions_kg) == (
+        best.region,
+        totals.emissions_kg - best.emissions_kg,
+    )
+    # By hand: 1 kWh in gcp:europe-north2 (Google 2024: 2.73 g/kWh) instead of 400 g.
+    assert saving_from_tag("gcp:europe-north2 (-99 %)", 1.0, 0.4) == (
+        "gcp:europe-north2",
+        0.4 - 0.00273,
+    )
+    assert saving_from_tag("none", 1.0, 0.4) == ("none", 0.0)
+    assert saving_from_tag("aws:atlantis-1 (-50 %)", 1.0, 0.4) is None  # not in this table
+    assert saving_from_tag("gcp:europe-north2 (-99 %)", 1.0, 0.001) == ("gcp:europe-north2", 0.0)
