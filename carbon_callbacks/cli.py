@@ -30,7 +30,7 @@ DELEGATED = {
     ),
     "report": (
         "carbon_callbacks.report",
-        "compare the emissions of an MLflow experiment's runs (table and chart)",
+        "compare an MLflow experiment's runs, or sum every run on a server (--all-experiments)",
     ),
     "regions": (
         "carbon_callbacks.regions",

@@ -205,15 +205,16 @@ def group_runs(runs: Iterable[OrgRun], by: str) -> list[Group]:
 
 
 def summarize(key: str | None, runs: Sequence[OrgRun]) -> Group:
-    """One `Group` of `runs`. Sums with `math.fsum`: exact to the last bit, in any order."""
-    savings: dict[str, float] = defaultdict(float)
+    """One `Group` of `runs`. Sums with `math.fsum`: correctly rounded, whatever the order."""
+    savings: dict[str, list[float]] = defaultdict(list)
     without_advice = 0
     for r in runs:
-        found = None if r.greener_region is None else _saving(r)
+        found = _saving(r)
         if found is None:
             without_advice += 1
         elif found[1] > 0:
-            savings[found[0]] += found[1]
+            savings[found[0]].append(found[1])
+    by_region = {region: math.fsum(kg) for region, kg in savings.items()}
     estimated = [r for r in runs if r.estimated]
     return Group(
         key=key,
@@ -225,9 +226,9 @@ def summarize(key: str | None, runs: Sequence[OrgRun]) -> Group:
         estimated_runs=len(estimated),
         estimated_emissions_kg=math.fsum(r.emissions_kg for r in estimated),
         unlabelled_runs=sum(r.estimated is None for r in runs),
-        saving_kg=math.fsum(savings.values()),
+        saving_kg=math.fsum(kg for region in savings.values() for kg in region),
         runs_without_advice=without_advice,
-        greener_region=max(savings, key=lambda k: (savings[k], k)) if savings else None,
+        greener_region=max(by_region, key=lambda k: (by_region[k], k)) if by_region else None,
     )
 
 
@@ -240,7 +241,9 @@ def _end(run: OrgRun, key: str) -> float:
 
 
 def _saving(run: OrgRun) -> tuple[str, float] | None:
-    assert run.greener_region is not None
+    """(region, kg saved) from the run's ``carbon.greener_region`` tag; None without one."""
+    if run.greener_region is None:
+        return None
     return saving_from_tag(run.greener_region, run.energy_kwh, run.emissions_kg)
 
 
