@@ -202,7 +202,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     elif args.top is not None and args.top < 1:
         problem = f"--top must be >= 1, got {args.top}"
     elif org_only and not args.all_experiments:
-        problem = f"{', '.join(org_only)} go(es) with --all-experiments, not --experiment"
+        needs = "needs" if len(org_only) == 1 else "need"
+        problem = f"{' and '.join(org_only)} {needs} --all-experiments, not --experiment"
     try:
         since = None if args.since is None else report_all.parse_since(args.since)
         by = report_all.check_by(args.by or "experiment")

@@ -234,7 +234,7 @@ def test_an_empty_selection(store: str, capsys: pytest.CaptureFixture[str]) -> N
         (["--all-experiments", "--out", "org.png"], "--out must end in .html, got 'org.png'"),
         (["--all-experiments", "--top", "0"], "--top must be >= 1, got 0"),
         (["--experiment", "e", "--json", "--by", "user"],
-         "--by, --json go(es) with --all-experiments, not --experiment"),
+         "--by and --json need --all-experiments, not --experiment"),
         (["--experiment", "e", "--all-experiments"], "not allowed with argument"),
     ],
 )  # fmt: skip
