@@ -13,6 +13,7 @@ from collections.abc import Sequence
 from types import FrameType
 from typing import TYPE_CHECKING, Any
 
+from carbon_callbacks import humanize
 from carbon_callbacks._version import __version__
 
 if TYPE_CHECKING:
@@ -29,7 +30,7 @@ DELEGATED = {
     ),
     "report": (
         "carbon_callbacks.report",
-        "compare the emissions of an MLflow experiment's runs (table and chart)",
+        "compare an MLflow experiment's runs, or sum every run on a server (--all-experiments)",
     ),
     "regions": (
         "carbon_callbacks.regions",
@@ -257,8 +258,8 @@ class Progress:
         watts = (energy - before) * 3.6e6 / (duration - since) if duration > since else 0.0
         self._last = (duration, energy)
         line = (
-            f"carbon-callbacks: {watts:7.1f} W  {energy:.4g} kWh  {emissions:.4g} kg CO2eq  "
-            f"{duration:6.0f} s"
+            f"carbon-callbacks: {watts:7.1f} W  {humanize.energy(energy)}  "
+            f"{humanize.emissions(emissions)}  {humanize.duration(duration, 3)}"
         )
         sys.stderr.write("\r" + line + "\x1b[K")
         sys.stderr.flush()

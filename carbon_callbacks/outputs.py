@@ -8,6 +8,7 @@ from __future__ import annotations
 
 from collections.abc import Mapping
 
+from carbon_callbacks import humanize
 from carbon_callbacks.equivalents import MAIN_EQUIVALENTS, Equivalent
 from carbon_callbacks.hardware import hardware_metadata
 from carbon_callbacks.measurement import Measurement
@@ -140,19 +141,28 @@ def summary(
     *,
     title: str = "carbon-callbacks",
 ) -> str:
-    """A short plain-text summary of a run: totals, how each part was obtained, equivalents."""
+    """A short plain-text summary of a run: totals with their range, the intensity and its
+    basis, how each part was obtained, equivalents.
+
+    Quantities are in units a person reads (``"3.4 Wh (3.2–4.9 Wh, estimated), 1.2 g CO2eq
+    ... in 5.2 min"``, see `carbon_callbacks.humanize`); the metrics keep kWh and kg. An
+    intensity that counts combustion CO2 only is printed as CO2, never CO2eq.
+    """
     unit = emissions_unit(totals.intensity_basis)
     kind = "estimated" if totals.estimated else "measured"
     effective = " effective" if totals.mixed_intensity else ""
+    energy = _with_range(
+        totals.energy_kwh, totals.energy_kwh_low, totals.energy_kwh_high, humanize.ENERGY_KWH, kind
+    )
+    mass = _with_range(
+        totals.emissions_kg, totals.emissions_kg_low, totals.emissions_kg_high,
+        humanize.MASS_KG, kind, f" {unit}",
+    )  # fmt: skip
     lines = [
-        f"{title}: {totals.energy_kwh:.6g} kWh"
-        f"{_range(totals.energy_kwh_low, totals.energy_kwh_high, kind)}, "
-        f"{totals.emissions_kg:.6g} kg {unit}"
-        f"{_range(totals.emissions_kg_low, totals.emissions_kg_high, kind)} "
-        f"in {totals.duration_s:.1f} s "
-        f"(intensity {totals.intensity_g_per_kwh:.4g} g {unit}/kWh{effective}, "
+        f"{title}: {energy}, {mass} in {humanize.duration(totals.duration_s, 3)} "
+        f"(intensity {humanize.number(totals.intensity_g_per_kwh, 4)} g {unit}/kWh{effective}, "
         f"{totals.intensity_basis}, {short_source(totals.intensity_source)}; "
-        f"PUE {totals.pue:.4g})",
+        f"PUE {humanize.number(totals.pue, 3)})",
     ]
     for component, method in (
         ("CPU", totals.cpu_method),
@@ -180,8 +190,14 @@ def emissions_unit(basis: str) -> str:
     return "CO2" if basis == "co2-only" else "CO2eq"
 
 
-def _range(low: float, high: float, kind: str) -> str:
-    """`` (0.015–0.03, estimated)``, or nothing when the value is exact."""
+def _with_range(
+    value: float, low: float, high: float, ladder: humanize.Ladder, kind: str, suffix: str = ""
+) -> str:
+    """``"21 Wh (20–30 Wh, estimated)"``: the value and its range in the value's unit (then
+    `suffix`); the value alone when it is exact."""
+    text = humanize.quantity(value, ladder) + suffix
     if low == high:
-        return ""
-    return f" ({low:.3g}–{high:.3g}, {kind})"
+        return text
+    unit, size = humanize.pick_unit(abs(value), ladder)
+    ends = f"{humanize.number(low / size, 3)}–{humanize.number(high / size, 3)}"
+    return f"{text} ({ends} {unit}{suffix}, {kind})"

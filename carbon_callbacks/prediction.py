@@ -31,7 +31,7 @@ Limits (said in the docs too):
 Example:
     >>> p = predict_run(tracker.totals, epochs_done=1, total_epochs=10)
     >>> print(p.line())
-    predicted for 10 epochs (from 1): about 0.012 kWh, 0.0012 kg CO2eq, 5.2 min
+    predicted for 10 epochs (from 1): about 12 Wh, 1.2 g CO2eq, 5.2 min
 """
 
 from __future__ import annotations
@@ -39,6 +39,7 @@ from __future__ import annotations
 import math
 from dataclasses import dataclass
 
+from carbon_callbacks import humanize
 from carbon_callbacks.measurement import Measurement
 
 ENERGY_KEY = "carbon/predicted_energy_kwh"
@@ -77,14 +78,11 @@ class Prediction:
         return {ENERGY_KEY: self.energy_kwh, EMISSIONS_KEY: self.emissions_kg}
 
     def line(self) -> str:
-        """One line to print, e.g. ``"predicted for 10 epochs (from 1): about 0.012 kWh, …"``."""
-        if self.duration_s >= 3600:
-            duration = f"{self.duration_s / 3600:.1f} h"
-        elif self.duration_s >= 60:
-            duration = f"{self.duration_s / 60:.1f} min"
-        else:
-            duration = f"{self.duration_s:.0f} s"
-        total = f"{self.total_epochs:g}"
+        """One line to print, e.g. ``"predicted for 10 epochs (from 1): about 12 Wh, …"``.
+
+        Two significant digits, in units a person reads (see `carbon_callbacks.humanize`).
+        """
+        total = humanize.number(self.total_epochs, 3)
         basis = str(self.epochs_done)
         if self.measured_epochs is not None and self.measured_epochs != self.epochs_done:
             basis = f"{self.epochs_done}, {self.measured_epochs} measured here"
@@ -92,7 +90,8 @@ class Prediction:
             basis += f"; {self.limit} ends training first"
         return (
             f"predicted for {total} epochs (from {basis}): about "
-            f"{self.energy_kwh:.2g} kWh, {self.emissions_kg:.2g} kg CO2eq, {duration}"
+            f"{humanize.energy(self.energy_kwh, 2)}, {humanize.emissions(self.emissions_kg, 2)}, "
+            f"{humanize.duration(self.duration_s, 2)}"
         )
 
 

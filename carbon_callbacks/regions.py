@@ -17,12 +17,15 @@ Example:
 from __future__ import annotations
 
 import argparse
+import functools
 import re
 import sys
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
+from types import MappingProxyType
 from typing import NoReturn
 
+from carbon_callbacks import humanize
 from carbon_callbacks.intensity import (
     CloudRegion,
     Intensity,
@@ -212,7 +215,7 @@ def greener_alternatives(
                 region=key,
                 location=r.location,
                 g_per_kwh=g,
-                emissions_kg=emissions_kg(totals.energy_kwh, g),
+                emissions_kg=emissions_kg_at(totals.energy_kwh, r),
                 # The ratio of intensities is the ratio of emissions, even for a zero-energy run.
                 change_pct=(g / intensity.g_per_kwh - 1.0) * 100.0,
                 basis=r.intensity.basis,
@@ -229,7 +232,7 @@ def greener_alternatives(
 def advice_line(totals: Measurement, intensity: Intensity) -> str | None:
     """One line of advice for the end-of-training summary, or None in the best region already.
 
-    Example: ``"the same run in gcp:europe-north1 would have emitted about 0.0012 kg CO2eq
+    Example: ``"the same run in gcp:europe-north1 would have emitted about 1.2 g CO2eq
     (-93 %)"``, followed by the alternative's `note` in brackets when it has one.
     """
     found = greener_alternatives(totals, intensity, n=1)
@@ -238,8 +241,8 @@ def advice_line(totals: Measurement, intensity: Intensity) -> str | None:
     best = found[0]
     unit = "CO2" if best.basis == "co2-only" else "CO2eq"
     line = (
-        f"the same run in {best.region} would have emitted about {best.emissions_kg:.2g} kg "
-        f"{unit} ({best.change_pct:+.0f} %)"
+        f"the same run in {best.region} would have emitted about "
+        f"{humanize.emissions(best.emissions_kg, 2, unit)} ({best.change_pct:+.0f} %)"
     )
     return line if best.note is None else f"{line} [{best.note}]"
 
@@ -257,6 +260,46 @@ def greener_region_tag(totals: Measurement, intensity: Intensity) -> str:
     best = found[0]
     basis = "" if best.basis == intensity.basis else f", {best.basis} figure"
     return f"{best.region} ({best.change_pct:+.0f} %{basis})"
+
+
+def saving_from_tag(tag: str, energy_kwh: float, emissions_kg: float) -> tuple[str, float] | None:
+    """What a run would have saved in the region of its ``carbon.greener_region`` tag.
+
+    The reverse of `greener_region_tag`, for runs read back from a tracking server: the
+    region's emissions are those of `Alternative` (the run's energy, PUE included, at the
+    region's bundled intensity), and the saving is the run's emissions minus them.
+
+    Args:
+        tag: the tag's value, ``"gcp:europe-north1 (-93 %)"`` or ``"none"``.
+        energy_kwh: the run's energy, in kWh.
+        emissions_kg: the run's emissions, in kg CO2eq.
+
+    Returns:
+        (region, kg CO2eq saved, >= 0); ``("none", 0.0)`` for a run already in the lowest
+        region; ``None`` when the tag names no region of this version's table.
+
+    Example:
+        >>> saving_from_tag("gcp:europe-north2 (-99 %)", 1.0, 0.4)  # 1 kWh there: 2.73 g
+        ('gcp:europe-north2', 0.39727)
+    """
+    region = tag.partition(" ")[0]
+    if region == "none":
+        return ("none", 0.0)
+    found = _regions_by_id().get(region)
+    if found is None:
+        return None
+    # Never below zero: a newer table may rank the region above the run's own intensity.
+    return (region, max(0.0, emissions_kg - emissions_kg_at(energy_kwh, found)))
+
+
+def emissions_kg_at(energy_kwh: float, region: CloudRegion) -> float:
+    """The emissions of `energy_kwh` at a cloud region's bundled intensity, in kg CO2eq."""
+    return emissions_kg(energy_kwh, region.intensity.g_per_kwh)
+
+
+@functools.cache
+def _regions_by_id() -> Mapping[str, CloudRegion]:
+    return MappingProxyType(cloud_regions_by_id())  # read-only: it is shared
 
 
 def _region_country(text: str) -> str | None:

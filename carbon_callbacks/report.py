@@ -4,33 +4,33 @@ Reads the runs with ``MlflowClient`` (the ``carbon/*`` metrics and ``carbon.*`` 
 DESIGN.md: the last value of ``carbon/emissions_kg`` is the run total, per-epoch
 ``carbon/epoch_*`` metrics have step = epoch), prints a table sorted by emissions (lowest
 first) and, with ``--out``, writes a chart (total emissions per run, energy per epoch) as a
-PNG or a self-contained HTML page. MLflow and matplotlib are imported only here, when the
-command runs.
+PNG or a self-contained HTML page (`carbon_callbacks.report_chart`). MLflow and matplotlib
+are imported only when the command runs.
 """
 
 from __future__ import annotations
 
 import argparse
-import base64
 import dataclasses
-import html
+import json
 import os
 import sys
 import time
 import urllib.error
 import urllib.request
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, NoReturn
+from typing import Any, NoReturn, TypeVar
 from urllib.parse import urlsplit, urlunsplit
 
-from carbon_callbacks._version import __version__
+from carbon_callbacks import humanize, report_all, report_chart
 from carbon_callbacks.sensors.base import ESTIMATED_METHODS
 
 PROG = "carbon-callbacks report"
 EPOCH_ENERGY = "carbon/epoch_energy_kwh"
 EPOCH_EMISSIONS = "carbon/epoch_emissions_kg"
+T = TypeVar("T")
 
 
 class ReportError(Exception):
@@ -112,117 +112,6 @@ def _unique_names(rows: list[RunRow]) -> list[RunRow]:
     ]
 
 
-def _duration(seconds: float | None) -> str:
-    if seconds is None:
-        return "?"
-    if seconds >= 3600:
-        return f"{seconds / 3600:.1f} h"
-    return f"{seconds / 60:.1f} min" if seconds >= 60 else f"{seconds:.1f} s"
-
-
-def _num(value: float | None) -> str:
-    return "?" if value is None else f"{value:.4g}"
-
-
-HEADER = ("run", "duration", "kWh", "kg CO2eq", "kg/epoch", "epochs", "g/kWh", "source",
-          "estimated")  # fmt: skip
-
-
-def table_cells(rows: Sequence[RunRow]) -> list[tuple[str, ...]]:
-    """The table, header first, every cell a string."""
-    cells: list[tuple[str, ...]] = [HEADER]
-    for r in rows:
-        cells.append(
-            (
-                r.name,
-                _duration(r.duration_s),
-                _num(r.energy_kwh),
-                _num(r.emissions_kg),
-                _num(r.kg_per_epoch),
-                str(r.epochs),
-                "?" if r.intensity_g_per_kwh is None else f"{r.intensity_g_per_kwh:g}",
-                r.intensity_source,
-                r.estimated,
-            )
-        )
-    return cells
-
-
-def format_table(rows: Sequence[RunRow]) -> str:
-    cells = table_cells(rows)
-    widths = [max(len(row[i]) for row in cells) for i in range(len(HEADER))]
-    numeric = {1, 2, 3, 4, 5, 6}
-    return "\n".join(
-        "  ".join(
-            c.rjust(w) if i in numeric else c.ljust(w)
-            for i, (c, w) in enumerate(zip(row, widths, strict=True))
-        ).rstrip()
-        for row in cells
-    )
-
-
-def render_png(rows: Sequence[RunRow], title: str) -> bytes:
-    """A PNG: total emissions per run (bars) and energy per epoch (one line per run)."""
-    import io
-
-    from matplotlib.figure import Figure  # no pyplot: no global backend, no GUI
-    from matplotlib.ticker import MaxNLocator
-
-    fig = Figure(figsize=(11, 0.9 + max(3.6, 0.32 * len(rows))), dpi=110, layout="constrained")
-    bars, lines = fig.subplots(1, 2, width_ratios=(1, 1.2))
-    colors = [f"C{i % 10}" for i in range(len(rows))]
-    names = [r.name if len(r.name) <= 32 else r.name[:31] + "…" for r in rows]
-    y = list(range(len(rows)))
-    bars.barh(y, [r.emissions_kg for r in rows], color=colors)
-    bars.set_yticks(y, names)
-    bars.invert_yaxis()  # lowest emissions on top, as in the table
-    bars.set_xlabel("kg CO2eq (run total)")
-    bars.set_title("Emissions per run")
-    for r, name, color in zip(rows, names, colors, strict=True):
-        if r.epoch_energy_kwh:
-            steps, values = zip(*r.epoch_energy_kwh, strict=True)
-            lines.plot(steps, [v * 1000 for v in values], marker="o", color=color, label=name)
-    lines.xaxis.set_major_locator(MaxNLocator(integer=True))
-    lines.set_xlabel("epoch")
-    lines.set_ylabel("Wh per epoch")
-    lines.set_title("Energy per epoch")
-    lines.grid(alpha=0.3)
-    if any(r.epoch_energy_kwh for r in rows) and len(rows) <= 12:
-        lines.legend(fontsize="small")
-    fig.suptitle(title)
-    buffer = io.BytesIO()
-    fig.savefig(buffer, format="png")
-    return buffer.getvalue()
-
-
-def render_html(rows: Sequence[RunRow], title: str, png: bytes, about: str) -> str:
-    """A self-contained page: the table and the chart (PNG inlined as base64)."""
-    cells = table_cells(rows)
-    head = "".join(f"<th>{html.escape(c)}</th>" for c in cells[0])
-    body = "\n".join(
-        "<tr>" + "".join(f"<td>{html.escape(c)}</td>" for c in row) + "</tr>" for row in cells[1:]
-    )
-    image = base64.b64encode(png).decode("ascii")
-    return f"""<!DOCTYPE html>
-<html lang="en"><head><meta charset="utf-8"><title>{html.escape(title)}</title>
-<style>body{{font-family:system-ui,sans-serif;margin:2em;color:#222}}
-table{{border-collapse:collapse}}td,th{{padding:.3em .8em;border-bottom:1px solid #ddd;
-text-align:left}}th{{background:#f4f4f4}}img{{max-width:100%}}p.note{{color:#555}}</style>
-</head><body>
-<h1>{html.escape(title)}</h1>
-<p class="note">{html.escape(about)}</p>
-<table><thead><tr>{head}</tr></thead><tbody>
-{body}
-</tbody></table>
-<p><img alt="Emissions per run and energy per epoch" src="data:image/png;base64,{image}"></p>
-<p class="note">kg CO2eq = kWh (PUE included) x the run's carbon intensity / 1000; kg/epoch is
-the mean of <code>carbon/epoch_emissions_kg</code>. "estimated" lists the components whose
-energy is an estimate (TDP model, RAM model or constant watts), not a measurement.
-Generated by carbon-callbacks {html.escape(__version__)}.</p>
-</body></html>
-"""
-
-
 def redact(uri: str) -> str:
     """The URI without a password (``http://user:***@host``)."""
     parts = urlsplit(uri)
@@ -254,8 +143,9 @@ class _Parser(argparse.ArgumentParser):
 def _parser() -> argparse.ArgumentParser:
     p = _Parser(
         prog=PROG,
-        description="Compare the energy and emissions of an MLflow "
-        "experiment's runs: a table sorted by emissions, and a chart with --out.",
+        description="Compare the energy and emissions of an MLflow experiment's runs (a table "
+        "sorted by emissions, and a chart with --out), or sum every run with carbon metrics "
+        "on a server by experiment, user, month or tag (--all-experiments).",
     )
     p.add_argument(
         "--tracking-uri",
@@ -264,16 +154,31 @@ def _parser() -> argparse.ArgumentParser:
         help="sqlite:///mlflow.db, http://127.0.0.1:5000, file:./mlruns "
         "(default: $MLFLOW_TRACKING_URI)",
     )
-    p.add_argument("--experiment", required=True, metavar="NAME", help="experiment name")
+    which = p.add_mutually_exclusive_group(required=True)
+    which.add_argument("--experiment", metavar="NAME", help="one experiment's runs, by name")
+    which.add_argument(
+        "--all-experiments",
+        action="store_true",
+        help="the organisation view: every run with carbon metrics, summed by group",
+    )
     p.add_argument(
         "--out",
         type=Path,
         metavar="FILE",
-        help="write the chart: FILE.png, or FILE.html (table and chart in one self-contained page)",
+        help="write the chart: FILE.png, or FILE.html (table and chart in one self-contained "
+        "page); with --all-experiments, FILE.html",
     )
     p.add_argument(
-        "--max-runs", type=int, default=500, metavar="N", help="read at most N runs (500)"
+        "--max-runs",
+        type=int,
+        metavar="N",
+        help="read at most N runs (default 500; with --all-experiments, all)",
     )
+    g = p.add_argument_group("with --all-experiments")
+    g.add_argument("--by", metavar="GROUP", help="experiment (default), user, month or tag:KEY")
+    g.add_argument("--since", metavar="DATE", help="only runs started on or after DATE (UTC)")
+    g.add_argument("--json", action="store_true", help="print JSON (kWh, kg) instead of text")
+    g.add_argument("--top", type=int, metavar="N", help="list the N runs with most CO2eq (10)")
     return p
 
 
@@ -285,24 +190,39 @@ def main(argv: Sequence[str] | None = None) -> int:
     except SystemExit as exc:
         return exc.code if isinstance(exc.code, int) else 2
     out: Path | None = args.out
+    suffixes = (".html", ".htm") if args.all_experiments else (".png", ".html", ".htm")
+    org_only = [f"--{k}" for k in ("by", "since", "json", "top") if getattr(args, k)]
     problem = None
     if not args.tracking_uri:
         problem = "--tracking-uri is required (or set MLFLOW_TRACKING_URI)"
-    elif out is not None and out.suffix.lower() not in (".png", ".html", ".htm"):
-        problem = f"--out must end in .png or .html, got {str(out)!r}"
-    elif args.max_runs < 1:
+    elif out is not None and out.suffix.lower() not in suffixes:
+        problem = f"--out must end in {' or '.join(suffixes[:-1])}, got {str(out)!r}"
+    elif args.max_runs is not None and args.max_runs < 1:
         problem = f"--max-runs must be >= 1, got {args.max_runs}"
+    elif args.top is not None and args.top < 1:
+        problem = f"--top must be >= 1, got {args.top}"
+    elif org_only and not args.all_experiments:
+        needs = "needs" if len(org_only) == 1 else "need"
+        problem = f"{' and '.join(org_only)} {needs} --all-experiments, not --experiment"
+    try:
+        since = None if args.since is None else report_all.parse_since(args.since)
+        by = report_all.check_by(args.by or "experiment")
+    except ValueError as exc:
+        problem = problem or str(exc)
     if problem:
         print(f"{PROG}: error: {problem}", file=sys.stderr)
         return 2
     try:
-        return _report(args.tracking_uri, args.experiment, out, args.max_runs)
+        if args.all_experiments:
+            return _report_all(args, by, since)
+        return _report(args.tracking_uri, args.experiment, out, args.max_runs or 500)
     except ReportError as exc:
         print(f"{PROG}: error: {exc}", file=sys.stderr)
         return 1
 
 
-def _report(uri: str, experiment: str, out: Path | None, max_runs: int) -> int:
+def _read(uri: str, read: Callable[[Any], T]) -> T:
+    """`read(client)` with an `MlflowClient` of `uri`; store problems become `ReportError`."""
     try:
         from mlflow.exceptions import MlflowException
         from mlflow.tracking import MlflowClient
@@ -312,24 +232,30 @@ def _report(uri: str, experiment: str, out: Path | None, max_runs: int) -> int:
         ) from None
     _check_server(uri)
     try:
-        client = MlflowClient(tracking_uri=uri)
+        return read(MlflowClient(tracking_uri=uri))
+    except (MlflowException, OSError) as exc:  # requests' errors are OSErrors
+        message = " ".join(str(getattr(exc, "message", exc)).split())
+        raise ReportError(f"cannot read {redact(uri)}: {message}") from None
+
+
+def _report(uri: str, experiment: str, out: Path | None, max_runs: int) -> int:
+    def read(client: Any) -> tuple[list[RunRow], int]:
         exp = client.get_experiment_by_name(experiment)
         if exp is None:
             names = [e.name for e in client.search_experiments(max_results=1000)]
             raise ReportError(
                 f"no experiment {experiment!r} at {redact(uri)}; " + _known(experiment, names)
             )
-        rows, skipped = load_runs(client, exp.experiment_id, max_runs)
-    except (MlflowException, OSError) as exc:  # requests' errors are OSErrors
-        message = " ".join(str(getattr(exc, "message", exc)).split())
-        raise ReportError(f"cannot read {redact(uri)}: {message}") from None
+        return load_runs(client, exp.experiment_id, max_runs)
+
+    rows, skipped = _read(uri, read)
     if not rows:
         raise ReportError(f"experiment {experiment!r} has no run with carbon/* metrics "
                           f"({skipped} run(s) without)")  # fmt: skip
-    print(format_table(rows))
+    print(report_chart.format_table(rows))
     total = sum(r.emissions_kg for r in rows)
     note = f"; {skipped} run(s) without carbon metrics not shown" if skipped else ""
-    print(f"{len(rows)} run(s), {total:.4g} kg CO2eq in all{note}")
+    print(f"{len(rows)} run(s), {humanize.emissions(total)} in all{note}")
     if out is not None:
         _write(rows, experiment, uri, out)
         print(f"wrote {out}")
@@ -348,7 +274,7 @@ def _known(name: str, names: list[str]) -> str:
 def _write(rows: Sequence[RunRow], experiment: str, uri: str, out: Path) -> None:
     title = f"Carbon footprint of the runs of {experiment!r}"
     try:
-        png = render_png(rows, title)
+        png = report_chart.render_png(rows, title)
     except ImportError:
         raise ReportError("the chart needs matplotlib: pip install matplotlib") from None
     when = time.strftime("%Y-%m-%d %H:%M")
@@ -358,9 +284,37 @@ def _write(rows: Sequence[RunRow], experiment: str, uri: str, out: Path) -> None
         if out.suffix.lower() == ".png":
             out.write_bytes(png)
         else:
-            out.write_text(render_html(rows, title, png, about), encoding="utf-8")
+            out.write_text(report_chart.render_html(rows, title, png, about), encoding="utf-8")
     except OSError as exc:
         raise ReportError(f"cannot write {out}: {exc.strerror or exc}") from None
+
+
+def _report_all(args: argparse.Namespace, by: str, since: int | None) -> int:
+    """The organisation view (`carbon_callbacks.report_all`): text or JSON, and a page."""
+    from carbon_callbacks import report_pages
+
+    uri, top = args.tracking_uri, args.top or 10
+    runs = _read(uri, lambda c: report_all.load_all_runs(c, since, args.max_runs))
+    if args.json:
+        print(json.dumps(report_all.to_json(runs, by, top), indent=2))
+    elif not runs:
+        raise ReportError(f"no run with carbon/* metrics at {redact(uri)}"
+                          + (f" since {args.since}" if since is not None else ""))  # fmt: skip
+    experiments = len({r.experiment for r in runs})
+    title = (f"Carbon footprint of {len(runs):,} run(s) in {experiments:,} experiment(s) at "
+             f"{redact(uri)}" + (f", since {args.since}" if since is not None else ""))  # fmt: skip
+    if not args.json:
+        print(report_pages.render_text(runs, by, top, title))
+    if args.out is not None:
+        when = time.strftime("%Y-%m-%d %H:%M")
+        page = report_pages.render_html(runs, by, top, title, f"Read {when}; grouped by {by}.")
+        try:
+            args.out.parent.mkdir(parents=True, exist_ok=True)
+            args.out.write_text(page, encoding="utf-8")
+        except OSError as exc:
+            raise ReportError(f"cannot write {args.out}: {exc.strerror or exc}") from None
+        print(f"wrote {args.out}", file=sys.stderr if args.json else sys.stdout)
+    return 0
 
 
 if __name__ == "__main__":

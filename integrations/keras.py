@@ -1,7 +1,16 @@
-"""Keras 3 (any backend): `CarbonCallback` for ``model.fit``."""
+"""Keras 3 (any backend): `CarbonCallback` for ``model.fit``.
+
+Keras 3 installs without a backend (its wheel requires none of tensorflow, jax, torch) and
+imports the one named by ``KERAS_BACKEND`` or ``~/.keras/keras.json``, ``tensorflow`` by
+default; so ``pip install 'carbon-callbacks[keras]'`` alone cannot train. When Keras or its
+backend cannot be imported, this module's ImportError says what to install and to set
+``KERAS_BACKEND=torch``.
+"""
 
 from __future__ import annotations
 
+import importlib.util
+import os
 from typing import TYPE_CHECKING, Any
 
 from carbon_callbacks.integrations import (
@@ -12,10 +21,40 @@ from carbon_callbacks.integrations import (
     report_found,
 )
 
+BACKENDS = ("torch", "jax", "tensorflow")  # Keras 3's training backends (openvino: inference)
+
+
+def backend_hint(exc: BaseException) -> str:
+    """The ImportError message when ``import keras`` failed with `exc`."""
+    chosen = os.environ.get("KERAS_BACKEND")
+    failed = {chosen, getattr(exc, "name", None)}
+    installed = [b for b in BACKENDS if b not in failed and importlib.util.find_spec(b)]
+    where = (
+        f"KERAS_BACKEND={chosen}"
+        if chosen
+        else "KERAS_BACKEND is not set, so Keras takes the backend of keras.json in $KERAS_HOME "
+        "or ~/.keras, tensorflow by default"
+    )
+    if installed:
+        fix = f"{installed[0]} is installed here: set KERAS_BACKEND={installed[0]}"
+    else:
+        fix = "no backend is installed: pip install torch, and set KERAS_BACKEND=torch"
+    if getattr(exc, "name", None) == "keras":
+        return (
+            f"{install_hint('keras', 'Keras 3')}. Keras needs a backend as well "
+            "(torch, jax or tensorflow): pip install torch, and set KERAS_BACKEND=torch"
+        )
+    return (
+        f"carbon_callbacks.integrations.keras needs Keras 3 with a backend, and Keras could not "
+        f"load one ({where}): {exc}. 'carbon-callbacks[keras]' installs Keras without a "
+        f"backend; {fix} before Keras is imported"
+    )
+
+
 try:
     import keras
-except ImportError as exc:  # pragma: no cover - depends on the environment
-    raise ImportError(install_hint("keras", "Keras 3")) from exc
+except (ImportError, ValueError) as exc:  # ValueError: Keras' "Unable to import backend"
+    raise ImportError(backend_hint(exc)) from exc
 
 if TYPE_CHECKING:
     from carbon_callbacks.delivery import Sink

@@ -159,9 +159,9 @@ def test_the_basis_is_in_the_tags_the_measurement_and_the_summary() -> None:
     text = summary(totals)
     # China's provincial factors count combustion CO2 only: never printed as CO2eq.
     assert "CO2eq" not in text
-    assert "kg CO2 (" in text and "g CO2/kWh, co2-only" in text
-    # 0.1 kWh measured by NVML: 0.095-0.105
-    assert "0.1 kWh (0.095–0.105, measured)" in text
+    assert " g CO2 (" in text and "g CO2/kWh, co2-only" in text
+    # 0.1 kWh measured by NVML: 0.095-0.105 kWh
+    assert "100 Wh (95–105 Wh, measured)" in text
 
 
 def test_the_summary_prints_the_range_and_the_basis_of_an_estimate() -> None:
@@ -172,5 +172,5 @@ def test_the_summary_prints_the_range_and_the_basis_of_an_estimate() -> None:
     totals = tracker.stop()
     totals = dataclasses.replace(totals, gpu_method="estimate-gpu-tdp")
     first = summary(totals).splitlines()[0]
-    assert "(0.095–0.105, estimated)" in first
+    assert "100 Wh (95–105 Wh, estimated)" in first
     assert "g CO2eq/kWh, life-cycle" in first

@@ -86,7 +86,17 @@ def test_equivalents_and_summary(run: tuple[Tracker, FakeClock]) -> None:
     final = final_metrics(totals, eq)
     assert final["carbon/equivalent_car_km"] == eq["car_km"].value
     assert {"carbon/equivalent_tv_hours", "carbon/equivalent_phone_charges"} <= set(final)
-    text = summary(totals, eq)
-    assert "0.06 kWh" in text
-    assert "CPU: estimated (constant power given by the user)" in text
-    assert "estimates" in text and "km" in text
+    text = summary(totals, eq).splitlines()
+    # 60 W for 1 h = 60 Wh; x 41.44 g/kWh (Ember/OWID 2025, FR) = 2.4864 g
+    assert totals.intensity_g_per_kwh == 41.44
+    # the user's own watts are exact: no range
+    assert text[0].startswith(
+        "carbon-callbacks: 60 Wh, 2.49 g CO2eq in 1 h (intensity 41.44 g CO2eq/kWh, life-cycle"
+    )
+    assert text[1] == "  CPU: estimated (constant power given by the user)"
+    assert "estimates" in text[4]
+    # 2.4864 g / 244.2 g/km = 10.2 m; 0.06 kWh / 0.019 = 3.16 charges; / 0.12 kWh = 0.5 h
+    assert text[5] == (
+        "  That is about 10 m driven by an average gasoline passenger car (US), "
+        "3.2 full smartphone charges, 30 min of a flat-screen TV switched on."
+    )

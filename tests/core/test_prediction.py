@@ -104,8 +104,8 @@ def test_not_a_measurement_raises_type_error() -> None:
 
 
 @pytest.mark.parametrize(
-    ("seconds", "text"), [(42.0, "42 s"), (312.0, "5.2 min"), (7200.0, "2.0 h")]
+    ("seconds", "text"), [(42.0, "42 s"), (312.0, "5.2 min"), (7200.0, "2 h"), (0.25, "250 ms")]
 )
 def test_line(seconds: float, text: str) -> None:
     p = Prediction(0.0123, 0.00123, seconds, epochs_done=1, total_epochs=10)
-    assert p.line() == f"predicted for 10 epochs (from 1): about 0.012 kWh, 0.0012 kg CO2eq, {text}"
+    assert p.line() == f"predicted for 10 epochs (from 1): about 12 Wh, 1.2 g CO2eq, {text}"

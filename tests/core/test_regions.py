@@ -4,6 +4,7 @@ import dataclasses
 
 import pytest
 
+from carbon_callbacks import humanize
 from carbon_callbacks.intensity import Intensity, cloud_regions, resolve
 from carbon_callbacks.measurement import Measurement
 from carbon_callbacks.regions import (
@@ -14,6 +15,7 @@ from carbon_callbacks.regions import (
     greener_region_tag,
     main,
     rank_regions,
+    saving_from_tag,
 )
 
 
@@ -181,7 +183,7 @@ def test_advice_line_and_tag() -> None:
     pct = round(best.change_pct)
     assert line == (
         f"the same run in {best.region} would have emitted about "
-        f"{best.emissions_kg:.2g} kg CO2eq ({pct:+d} %)"
+        f"{humanize.emissions(best.emissions_kg, 2)} ({pct:+d} %)"
     )
     assert greener_region_tag(totals, intensity) == f"{best.region} ({pct:+d} %)"
 
@@ -206,7 +208,7 @@ def test_a_user_given_intensity_against_a_direct_figure_says_so() -> None:
     # gcp:europe-north2: 2.73 g/kWh in Google's 2024 file; 1 kWh x 2.73 g = 0.00273 kg;
     # 2.73 / 400 - 1 = -99.3 %
     assert advice_line(_run(1.0, forced), forced) == (
-        "the same run in gcp:europe-north2 would have emitted about 0.0027 kg CO2eq (-99 %) "
+        "the same run in gcp:europe-north2 would have emitted about 2.7 g CO2eq (-99 %) "
         "[direct figure (Google region-carbon-info 2024) vs the user-given intensity of this "
         "run]"
     )
@@ -225,7 +227,7 @@ def test_advice_across_series_says_so() -> None:
     # aws:ca-central-1 is Quebec, 27.95 g/kWh from the 2023 mix x IPCC factors: another series;
     # 1 kWh x 27.95 g = 0.02795 kg; 27.95 / 384.4 - 1 = -92.7 %
     assert advice_line(_run(1.0, intensity), intensity) == (
-        "the same run in aws:ca-central-1 would have emitted about 0.028 kg CO2eq (-93 %) "
+        "the same run in aws:ca-central-1 would have emitted about 28 g CO2eq (-93 %) "
         "[Canada 2023 generation mix x IPCC median life-cycle factors (region CA-QC), another "
         "series than this run's Ember/OWID 2025]"
     )
@@ -246,7 +248,7 @@ def test_a_co2_only_run_is_compared_with_co2_only_figures_in_kg_co2() -> None:
     assert found and {a.basis for a in found} == {"co2-only"}
     # aws:cn-north-1 is Beijing, 555.4: 0.5554 kg CO2; 555.4 / 651.6 - 1 = -14.8 %
     assert advice_line(_run(1.0, intensity), intensity) == (
-        "the same run in aws:cn-north-1 would have emitted about 0.56 kg CO2 (-15 %)"
+        "the same run in aws:cn-north-1 would have emitted about 560 g CO2 (-15 %)"
     )
 
 
@@ -357,3 +359,23 @@ def test_alternatives_near_the_run_stay_in_its_area() -> None:
         "gcp:northamerica-northeast2",
         "gcp:us-west1",
     ]
+
+
+def test_saving_from_tag_reverses_the_tag() -> None:
+    """The tag written at the end of a run, read back: the same alternative's emissions."""
+    intensity = resolve(country="DE")
+    totals = _run(2.0, intensity)
+    best = greener_alternatives(totals, intensity, n=1)[0]
+    tag = greener_region_tag(totals, intensity)
+    assert saving_from_tag(tag, totals.energy_kwh, totals.emissions_kg) == (
+        best.region,
+        totals.emissions_kg - best.emissions_kg,
+    )
+    # By hand: 1 kWh in gcp:europe-north2 (Google 2024: 2.73 g/kWh) instead of 400 g.
+    assert saving_from_tag("gcp:europe-north2 (-99 %)", 1.0, 0.4) == (
+        "gcp:europe-north2",
+        0.4 - 0.00273,
+    )
+    assert saving_from_tag("none", 1.0, 0.4) == ("none", 0.0)
+    assert saving_from_tag("aws:atlantis-1 (-50 %)", 1.0, 0.4) is None  # not in this table
+    assert saving_from_tag("gcp:europe-north2 (-99 %)", 1.0, 0.001) == ("gcp:europe-north2", 0.0)

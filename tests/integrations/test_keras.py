@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import os
+import subprocess
+import sys
 from pathlib import Path
 from typing import Any
 
@@ -52,6 +54,39 @@ def test_fit_inside_start_run_logs_epochs_and_history(
     hist = check_carbon_run(MlflowClient(sqlite_uri), run.info.run_id, callback.session.totals)
     assert [v for _, v in hist["carbon/epoch_energy_kwh"]] == pytest.approx(
         history.history["carbon/epoch_energy_kwh"], rel=1e-12
+    )
+
+
+@pytest.mark.parametrize(
+    ("backend", "error"),
+    [
+        ("jax", "No module named 'jax'"),  # a backend that is not installed here
+        ("bogus", "Unable to import backend : bogus"),  # not a backend at all
+    ],
+)
+def test_a_backend_that_cannot_load_names_the_one_to_install(
+    tmp_path: Path, backend: str, error: str
+) -> None:
+    """`[keras]` brings Keras without a backend: the import error says what to do."""
+    env = {**os.environ, "KERAS_BACKEND": backend, "KERAS_HOME": str(tmp_path)}
+    code = "import carbon_callbacks.integrations.keras"
+    out = subprocess.run([sys.executable, "-c", code], env=env, capture_output=True, text=True)
+    assert out.returncode == 1
+    assert out.stderr.splitlines()[-1] == (
+        "ImportError: carbon_callbacks.integrations.keras needs Keras 3 with a backend, and "
+        f"Keras could not load one (KERAS_BACKEND={backend}): {error}. 'carbon-callbacks[keras]' "
+        "installs Keras without a backend; torch is installed here: set KERAS_BACKEND=torch "
+        "before Keras is imported"
+    )
+
+
+def test_missing_keras_names_the_extra_and_a_backend() -> None:
+    code = "import sys; sys.modules['keras'] = None; import carbon_callbacks.integrations.keras"
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True)
+    assert out.stderr.splitlines()[-1] == (
+        "ImportError: carbon_callbacks.integrations.keras needs Keras 3: pip install "
+        "'carbon-callbacks[keras]'. Keras needs a backend as well (torch, jax or tensorflow): "
+        "pip install torch, and set KERAS_BACKEND=torch"
     )
 
 

@@ -14,7 +14,7 @@ pytest.importorskip("matplotlib", reason="matplotlib is not installed")
 from mlflow.entities import Metric, RunTag  # noqa: E402
 from mlflow.tracking import MlflowClient  # noqa: E402
 
-from carbon_callbacks import cli  # noqa: E402
+from carbon_callbacks import cli, humanize  # noqa: E402
 from carbon_callbacks.report import main, redact  # noqa: E402
 from scripts.mlflow_server import free_port  # noqa: E402
 
@@ -92,16 +92,19 @@ def check_report(uri: str, tmp_path: Path, capsys: pytest.CaptureFixture[str]) -
     )
     assert code == 0, err
     lines = out.splitlines()
-    assert lines[0].split()[:4] == ["run", "duration", "kWh", "kg"]
+    assert lines[0].split()[:4] == ["run", "duration", "energy", "CO2eq"]
     rows = [line.split() for line in lines[1:4]]
     expected = sorted(totals, key=totals.__getitem__)
     assert [row[0] for row in rows] == expected == ["small-model", "medium-model", "big-model"]
+    # small-model: 60 W x (30 + 33 + 36) s = 5,940 J = 1.65 Wh, + the 0.01 Wh tail = 1.66 Wh;
+    # x 100 g/kWh = 166 mg; 40 s x 3 epochs = 2 min; 60 W x 33 s x 100 g/kWh / 3.6e6 = 55 mg.
+    assert rows[0][:10] == ["small-model", "2", "min", "1.66", "Wh", "166", "mg", "55", "mg", "3"]
     for row in rows:
-        # The total is the last value of carbon/emissions_kg (tail included), 4 digits.
-        assert float(row[4]) == pytest.approx(totals[row[0]], rel=1e-3)
-        assert row[6] == str(RUNS[row[0]][1])  # epochs (duration is 2 cells: "2.0 min")
+        # The total is the last value of carbon/emissions_kg (tail included), 3 digits.
+        assert row[5:7] == humanize.mass(totals[row[0]]).split()
+        assert row[9] == str(RUNS[row[0]][1])  # epochs (each quantity is 2 cells: "2 min")
     assert rows[0][-1] == "ram" and rows[1][-2:] == ["cpu,", "ram"]  # rapl CPU is measured
-    assert "1 run(s) without carbon metrics not shown" in out
+    assert lines[4] == "3 run(s), 2.07 g CO2eq in all; 1 run(s) without carbon metrics not shown"
     assert "no-carbon-metrics" not in out
     assert png.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
     assert png.stat().st_size > 5_000
@@ -166,7 +169,7 @@ def test_unknown_experiment_suggests_close_names(
     [
         (["--experiment", "e", "--out", "chart.pdf"], "--out must end in .png or .html"),
         (["--experiment", "e", "--max-runs", "0"], "--max-runs must be >= 1"),
-        (["--tracking-uri", "sqlite:///x.db"], "the following arguments are required"),
+        (["--tracking-uri", "sqlite:///x.db"], "one of the arguments --experiment"),
     ],
 )
 def test_bad_arguments_exit_2(
