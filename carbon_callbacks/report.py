@@ -50,6 +50,7 @@ class RunRow:
     kg_per_epoch: float | None
     intensity_g_per_kwh: float | None
     intensity_source: str
+    intensity_basis: str  # life-cycle, direct, co2-only, user; "?" for runs without the tag
     estimated: str  # "cpu, ram", "none", or from carbon.estimated when no method tags
     epoch_energy_kwh: tuple[tuple[int, float], ...]
 
@@ -90,6 +91,7 @@ def _row(client: Any, run: Any) -> RunRow | None:
         kg_per_epoch=sum(per_epoch) / len(per_epoch) if per_epoch else None,
         intensity_g_per_kwh=metrics.get("carbon/intensity_g_per_kwh"),
         intensity_source=tags.get("carbon.intensity_source", "?"),
+        intensity_basis=tags.get("carbon.intensity_basis", "?"),
         estimated=_estimated(tags),
         epoch_energy_kwh=tuple(energy),
     )

@@ -13,12 +13,13 @@ from typing import TYPE_CHECKING
 
 from carbon_callbacks import humanize
 from carbon_callbacks._version import __version__
+from carbon_callbacks.outputs import short_source
 
 if TYPE_CHECKING:
     from carbon_callbacks.report import RunRow
 
-HEADER = ("run", "duration", "energy", "CO2eq", "CO2eq/epoch", "epochs", "g/kWh", "source",
-          "estimated")  # fmt: skip
+HEADER = ("run", "duration", "energy", "CO2eq", "CO2eq/epoch", "epochs", "g/kWh", "basis",
+          "source", "estimated")  # fmt: skip
 
 
 def table_cells(rows: Sequence[RunRow]) -> list[tuple[str, ...]]:
@@ -34,7 +35,8 @@ def table_cells(rows: Sequence[RunRow]) -> list[tuple[str, ...]]:
                 "?" if r.kg_per_epoch is None else humanize.mass(r.kg_per_epoch),
                 str(r.epochs),
                 "?" if r.intensity_g_per_kwh is None else humanize.number(r.intensity_g_per_kwh, 4),
-                r.intensity_source,
+                r.intensity_basis,
+                short_source(r.intensity_source),
                 r.estimated,
             )
         )

@@ -148,7 +148,7 @@ def lines_for_people(kwh: float, g_per_kwh: float) -> list[str]:
         progress.show()
     lines.append(err.getvalue())
     row = RunRow("r", "run", seconds, kwh, m.emissions_kg, 3, m.emissions_kg / 3, g_per_kwh,
-                 "user-given", "cpu", ((0, kwh / 3),))  # fmt: skip
+                 "user-given", "user", "cpu", ((0, kwh / 3),))  # fmt: skip
     lines += format_table([row]).splitlines()
     return lines
 

@@ -58,6 +58,7 @@ def log_contract_run(client: MlflowClient, experiment_id: str, name: str) -> flo
         metrics.append(Metric(key, value, ts, epochs))
     tags = {
         "carbon.intensity_source": "user-given",
+        "carbon.intensity_basis": "user",
         "carbon.cpu_method": cpu_method,
         "carbon.gpu_method": "none",
         "carbon.ram_method": "estimate-ram",
@@ -99,6 +100,8 @@ def check_report(uri: str, tmp_path: Path, capsys: pytest.CaptureFixture[str]) -
     # small-model: 60 W x (30 + 33 + 36) s = 5,940 J = 1.65 Wh, + the 0.01 Wh tail = 1.66 Wh;
     # x 100 g/kWh = 166 mg; 40 s x 3 epochs = 2 min; 60 W x 33 s x 100 g/kWh / 3.6e6 = 55 mg.
     assert rows[0][:10] == ["small-model", "2", "min", "1.66", "Wh", "166", "mg", "55", "mg", "3"]
+    assert lines[0].split()[6:9] == ["g/kWh", "basis", "source"]
+    assert rows[0][10:13] == ["100", "user", "user-given"]  # g/kWh, basis, source
     for row in rows:
         # The total is the last value of carbon/emissions_kg (tail included), 3 digits.
         assert row[5:7] == humanize.mass(totals[row[0]]).split()
