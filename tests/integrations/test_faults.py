@@ -408,7 +408,7 @@ def test_sigterm_to_carbon_callbacks_run_records_the_partial_lap(tmp_path: Path)
     assert records[-2]["type"] == "lap" and records[-2]["duration_s"] > 0  # the partial lap
     total = records[-1]["duration_s"]
     assert 0.4 < total <= elapsed
-    assert "carbon-callbacks run: " in err and " CO2eq in " in err
+    assert "carbon-callbacks run: " in err and " CO2eq, estimated) in " in err
 
 
 SIGTERM_LIGHTNING_CHILD = """
