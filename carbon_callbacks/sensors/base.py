@@ -15,6 +15,8 @@ from typing import Literal, Protocol, runtime_checkable
 from carbon_callbacks.errors import CarbonWarning
 
 Component = Literal["cpu", "gpu", "ram"]
+# Reports also cover the node meter, which is not a component.
+ReportComponent = Literal["cpu", "gpu", "ram", "node"]
 
 # Method labels (the `carbon.*_method` tag values). Estimates are labelled as such everywhere.
 RAPL = "rapl"
@@ -190,14 +192,14 @@ class SensorReport:
     """What detection found for one source (shown by ``carbon-callbacks detect``).
 
     Args:
-        component: ``"cpu"``, ``"gpu"`` or ``"ram"``.
+        component: ``"cpu"``, ``"gpu"``, ``"ram"``, or ``"node"`` for node meters.
         name: the source, e.g. ``"RAPL"``, ``"NVML"``, ``"TDP estimate"``.
         available: whether this source is the one used for `component`.
         method: the method label when available, else None.
         reason: plain words: why it is used, or why not.
     """
 
-    component: Component
+    component: ReportComponent
     name: str
     available: bool
     method: str | None
