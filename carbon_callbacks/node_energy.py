@@ -17,6 +17,7 @@ machine: see `carbon_callbacks.sensors.node` for when ``auto`` declines the mete
 
 from __future__ import annotations
 
+import contextlib
 import warnings
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
@@ -154,7 +155,16 @@ def open_node_slot(
     `SensorWarning` says the whole machine is charged to this run."""
     from carbon_callbacks.sensors.node import open_node_meter
 
+    ours = nvml is None and mode == "auto"
+    if ours:
+        nvml = _nvml_if_present()
     meter, reports = open_node_meter(mode, env=env, clock=clock, nvml=nvml)
+    if ours and nvml is not None:
+        if meter is not None and getattr(meter, "source", None) == "nvml-module":
+            meter._close_source = nvml.nvmlShutdown  # the meter's close releases NVML
+        else:
+            with contextlib.suppress(Exception):
+                nvml.nvmlShutdown()
     confined = confinement()
     if meter is not None and confined:
         if mode == "auto":
@@ -170,6 +180,20 @@ def open_node_slot(
             stacklevel=3,
         )
     return NodeMeterSlot(meter, reports)
+
+
+def _nvml_if_present() -> Any:
+    """pynvml, initialised, when an NVIDIA driver is installed (Grace Hopper module power)."""
+    from carbon_callbacks.sensors.nvml import driver_found, load_nvml
+
+    if driver_found() is None:
+        return None
+    try:
+        nvml = load_nvml()
+        nvml.nvmlInit()
+    except Exception:  # no usable NVML: the module meter is simply not tried
+        return None
+    return nvml
 
 
 def confinement() -> str | None:

@@ -300,3 +300,22 @@ def test_meter_failure_falls_back_on_components(
     assert any("node meter failed" in e for e in lap.errors)
     t.stop()
     t.close()
+
+
+def test_grace_hopper_module_power_from_nvml(tmp_path: Path) -> None:
+    from tests.fakes.fake_pynvml import FakeGpu, FakeNvml
+
+    nv = FakeNvml([FakeGpu("NVIDIA GH200 480GB", "GPU-1", module_power_mw=600_000)])
+    nv.nvmlInit()
+    meter, reports = open_node_meter(
+        "auto", env={"PATH": str(tmp_path)}, hwmon_root=str(tmp_path / "none"), nvml=nv,
+        sample_interval_s=None,
+    )  # fmt: skip
+    assert [r.name for r in reports] == ["hwmon", "nvml-module"]
+    assert meter is not None and meter.source == "nvml-module"  # type: ignore[attr-defined]
+    meter.start(0.0)
+    nv.gpus[0].module_power_mw = 800_000
+    assert meter.energy_j(10.0) == 7000.0  # (600 + 800) / 2 x 10
+    nv.gpus[0].module_power_mw = None
+    with pytest.raises(Exception, match="no module power"):
+        meter.energy_j(20.0)
