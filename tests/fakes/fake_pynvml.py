@@ -239,7 +239,7 @@ class FakeNvml:
             value = SimpleNamespace(uiVal=handle.module_power_mw if known else 0)
             ret = NVML_SUCCESS if known else NVML_ERROR_NOT_SUPPORTED
             out.append(
-                SimpleNamespace(fieldId=field[0], scopeId=field[1], nvmlReturn=ret, value=value)
+                SimpleNamespace(fieldId=wanted[0], scopeId=wanted[1], nvmlReturn=ret, value=value)
             )
         return out
 
