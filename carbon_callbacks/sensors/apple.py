@@ -190,6 +190,8 @@ class AppleSensor:
         self._rails = COMPONENT_RAILS[component]
         self._start_j = 0.0
         self._closed = False
+        self.models: list[str] = []
+        self.device_count = 0
         energy.acquire()
 
     def _total(self, now: float) -> float:
@@ -317,6 +319,11 @@ def open_apple(
         "cpu": AppleSensor("cpu", energy),
         "gpu": AppleSensor("gpu", energy),
     }
+    from carbon_callbacks.sensors.cpuinfo import cpu_model
+
+    gpu = sensors["gpu"]
+    gpu.models = [f"{cpu_model() or 'Apple silicon'} GPU+ANE"]  # one device, for the tags
+    gpu.device_count = 1
     has_dram = method == POWERMETRICS or first.get("dram", 0.0) > 0.0
     if has_dram:
         sensors["ram"] = AppleSensor("ram", energy)

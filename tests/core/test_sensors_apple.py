@@ -60,6 +60,7 @@ def test_m1_recorded_samples() -> None:
     sampler = FakeSampler(recorded("m1_energy_model.json"))
     sensors = apple(sampler)
     assert {s.method for s in sensors.values()} == {IOREPORT}
+    assert sensors["gpu"].device_count == 1 and sensors["gpu"].models[0].endswith("GPU+ANE")
     # CPU Energy +4500 mJ; GPU Energy +1200 mJ and ANE +0; DRAM +300 mJ. ECPU/PCPU, AMCC,
     # DCS, DISP moved too but are not counted (inside the CPU, or not the run's energy)
     assert lap(sensors) == {"cpu": 4.5, "gpu": 1.2, "ram": 0.3}
