@@ -52,6 +52,11 @@ def _add_location_args(p: argparse.ArgumentParser) -> None:
     g.add_argument("--pue", type=float, default=1.0, help="data-centre PUE (default 1.0)")
     g.add_argument("--cpu-power-w", type=float, help="force a constant CPU power (estimate)")
     g.add_argument("--ram-power-w", type=float, help="force a constant RAM power (estimate)")
+    g.add_argument(
+        "--node-power",
+        choices=("auto", "hwmon", "ipmi", "redfish"),
+        help="read the node's own power meter (opt-in; ipmi and redfish contact the BMC)",
+    )
 
 
 def _tracker_kwargs(args: argparse.Namespace) -> dict[str, Any]:
@@ -63,6 +68,7 @@ def _tracker_kwargs(args: argparse.Namespace) -> dict[str, Any]:
         "pue": args.pue,
         "cpu_power_w": args.cpu_power_w,
         "ram_power_w": args.ram_power_w,
+        "node_power": args.node_power,
     }
 
 
@@ -145,6 +151,7 @@ def _detect(args: argparse.Namespace) -> int:
             for r in tracker.reports
         ],
         "methods": dict(tracker.methods),
+        "node_method": tracker.node_method,
         "location": intensity.location,
         "intensity_kind": intensity.kind,
         "intensity_g_per_kwh": intensity.g_per_kwh,
@@ -162,7 +169,8 @@ def _detect(args: argparse.Namespace) -> int:
         mark = "yes" if s["available"] else "no "
         method = f" [{s['method']}]" if s["method"] else ""
         print(f"  {mark} {s['component']:<3} {s['name']}{method}: {s['reason']}")
-    print("Used: " + ", ".join(f"{c}={m}" for c, m in report["methods"].items()))
+    used = ", ".join(f"{c}={m}" for c, m in report["methods"].items())
+    print(f"Used: {used}, node={report['node_method']}")
     print(
         f"Location: {intensity.location} ({intensity.kind}), {intensity.g_per_kwh:g} "
         f"g {emissions_unit(intensity.basis)}/kWh ({intensity.basis}) from {intensity.source}"

@@ -39,6 +39,10 @@ NodeCpus = Callable[[frozenset[int] | None], frozenset[int] | None]
 """Given the CPUs this rank may run on (None: all), those of every rank of the run on this
 node (None: all of the machine's): the CPUs local rank 0 counts (a collective)."""
 
+NodeMetered = Callable[[bool], bool]
+"""Given whether this rank reads a node meter, whether any rank on its node does (a
+collective): the other ranks of a metered node then add nothing to the node total."""
+
 
 @dataclass(frozen=True)
 class Roles:
@@ -109,14 +113,31 @@ def roles_from_env(env: Mapping[str, str] | None = None) -> Roles:
     return Roles(rank, local, world, local_world, node)
 
 
+def _rocm(env: Mapping[str, str]) -> bool:
+    """Whether devices are ROCm's: torch built for HIP is in use, or ROCm's own visibility
+    variables are set."""
+    torch = sys.modules.get("torch")
+    hip = getattr(getattr(torch, "version", None), "hip", None) if torch is not None else None
+    return bool(hip) or "ROCR_VISIBLE_DEVICES" in env or "HIP_VISIBLE_DEVICES" in env
+
+
 def local_gpu_ids(local_rank: int, env: Mapping[str, str] | None = None) -> list[str]:
     """The GPU of CUDA device ``cuda:local_rank`` (the usual device of a rank), as an id for
     `Tracker(gpu_ids=...)`: the ``local_rank``-th entry of ``CUDA_VISIBLE_DEVICES`` (an index
     or a UUID), or ``local_rank`` itself when that is unset. Any CUDA device index works:
-    with one device bound per rank (``CUDA_VISIBLE_DEVICES=<its GPU>``) pass 0."""
+    with one device bound per rank (``CUDA_VISIBLE_DEVICES=<its GPU>``) pass 0. Under ROCm
+    the entry comes from ROCm's composition of ``ROCR_VISIBLE_DEVICES`` and
+    ``HIP_VISIBLE_DEVICES`` / ``CUDA_VISIBLE_DEVICES`` (`sensors.amd_select`)."""
     from carbon_callbacks.sensors.gpu_select import parse_visible_devices
 
     env = os.environ if env is None else env
+    if _rocm(env):
+        from carbon_callbacks.sensors.amd_select import visible_devices
+
+        tokens, _ = visible_devices(env)
+        if tokens is None:
+            return [str(local_rank)]
+        return [tokens[local_rank]] if local_rank < len(tokens) else []
     visible = env.get("CUDA_VISIBLE_DEVICES")
     if visible is None:
         return [str(local_rank)]
@@ -226,6 +247,28 @@ def torch_node_cpus() -> NodeCpus | None:
     return node_cpus
 
 
+def metered_hosts(host: str, everyone: Sequence[tuple[str, bool] | None]) -> bool:
+    """Whether a rank on `host` reads a node meter (`everyone`: ``(host, reads)`` by rank)."""
+    return any(entry is not None and entry[0] == host and entry[1] for entry in everyone)
+
+
+def torch_node_metered() -> NodeMetered | None:
+    """`NodeMetered` over torch's default process group (``all_gather_object`` of host
+    names), or None when no group of two or more processes is initialised."""
+    torch = _torch_in_group()
+    if torch is None:
+        return None
+    dist = torch.distributed
+
+    def node_metered(reads: bool) -> bool:
+        host = socket.gethostname()
+        everyone: list[Any] = [None] * dist.get_world_size()
+        dist.all_gather_object(everyone, (host, reads))
+        return metered_hosts(host, everyone)
+
+    return node_metered
+
+
 def roles_from_lightning(trainer: Any) -> Roles:
     """Roles from a Lightning ``Trainer`` (``global_rank``, ``local_rank``, ``world_size``,
     ``num_devices`` per node, ``node_rank``); valid once the strategy is set up."""
@@ -303,6 +346,7 @@ def apply_roles(tracker: Tracker, roles: Roles, *, device: Any = None) -> None:
         reducer: Reducer | None = None
         taken: TakenGpus | None = None
         node_cpus: NodeCpus | None = None
+        node_metered: NodeMetered | None = None
         if roles.distributed:
             reducer = torch_reducer()
             if reducer is None:
@@ -314,6 +358,7 @@ def apply_roles(tracker: Tracker, roles: Roles, *, device: Any = None) -> None:
             else:
                 taken = torch_taken_gpus()
                 node_cpus = torch_node_cpus()
+                node_metered = torch_node_metered()
         logger.debug("carbon-callbacks: %s, GPUs %s, summed: %s", roles, gpu_ids, bool(reducer))
         tracker.distribute(
             count_cpu=roles.is_local_zero,
@@ -323,6 +368,7 @@ def apply_roles(tracker: Tracker, roles: Roles, *, device: Any = None) -> None:
             sync=cuda_synchronizer(),
             taken_gpus=taken,
             node_cpus=node_cpus,
+            node_metered=node_metered,
         )
     except Exception as exc:  # the run-time boundary: never raise into training
         tracker.errors.record(

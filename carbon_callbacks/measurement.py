@@ -42,6 +42,12 @@ class Measurement:
     own uncertainty is not in it). Both ends equal the value when every component is exact
     (the user's own watts); left out, they are the value.
 
+    ``node_method`` is ``"node-meter"`` when the node's own power meter gave the energy:
+    ``energy_kwh`` is then the meter's energy times PUE, not the components' sum (they are
+    still given, for insight), and ``node_energy_kwh`` the meter's energy before PUE;
+    ``"node-meter+none"`` when only some nodes have a meter (the others count their
+    components); ``"none"`` otherwise, with ``node_energy_kwh`` None.
+
     A sum of laps priced at different intensities (or PUEs) carries the effective values,
     ``emissions_kg * 1000 / energy_kwh`` (and energy over the components' sum), and a source
     that begins with ``"mixed: "`` and names the sources summed.
@@ -68,6 +74,8 @@ class Measurement:
     energy_kwh_high: float = _SAME
     emissions_kg_low: float = _SAME
     emissions_kg_high: float = _SAME
+    node_method: str = NONE
+    node_energy_kwh: float | None = None
 
     def __post_init__(self) -> None:
         # A range left out (NaN, or None from an old journal) is the value itself.
@@ -87,7 +95,10 @@ class Measurement:
 
     @property
     def it_energy_kwh(self) -> float | None:
-        """The components' energy before PUE, or None when no component was counted."""
+        """The IT energy before PUE: the components' sum, or the node-basis energy when a
+        node meter was read; None when nothing was counted."""
+        if self.node_method != NONE:
+            return self.energy_kwh / self.pue
         parts = [e for e in (self.cpu_energy_kwh, self.gpu_energy_kwh, self.ram_energy_kwh)]
         if all(e is None for e in parts):
             return None
@@ -192,6 +203,8 @@ def _summed_energy(a: Measurement, b: Measurement) -> dict[str, Any]:
         "gpu_method": merge_method(a.gpu_method, b.gpu_method),
         "ram_method": merge_method(a.ram_method, b.ram_method),
         "errors": tuple(dict.fromkeys(a.errors + b.errors)) if b.errors else a.errors,
+        "node_method": merge_method(a.node_method, b.node_method),
+        "node_energy_kwh": _add_optional(a.node_energy_kwh, b.node_energy_kwh),
         # Bounds add: a method's error is systematic (the same model errs the same way in
         # every lap), so the errors of consecutive laps do not cancel.
         "energy_kwh_low": a.energy_kwh_low + b.energy_kwh_low,

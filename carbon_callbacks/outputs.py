@@ -36,6 +36,7 @@ CONTRACT_TAGS = (
     "carbon.nodes",
     "carbon.version",
     "carbon.intensity_basis",
+    "carbon.node_method",
 )
 
 # The range of the run's energy and emissions, logged once when training ends.
@@ -124,7 +125,11 @@ def run_tags(
         "carbon.estimated": str(any(is_estimate(m) for m in methods.values())).lower(),
         "carbon.nodes": str(tracker.nodes if nodes is None else nodes),
         "carbon.world_size": str(tracker.world_size if world_size is None else world_size),
+        "carbon.node_method": tracker.node_method,
     }
+    source = tracker.node_source
+    if source is not None:  # the kind of meter only: never a BMC's address
+        tags["carbon.node_source"] = source
     tags.update({f"carbon.{k}": v for k, v in meta.items()})
     for component, sensor in tracker.sensors.items():
         describe = getattr(sensor, "describe", None)  # an estimate's inputs, in words
@@ -170,6 +175,17 @@ def summary(
         ("RAM", totals.ram_method),
     ):
         lines.append(f"  {component}: {METHOD_DESCRIPTIONS.get(method, method)}")
+    if totals.node_method != "none":
+        node = "" if totals.node_energy_kwh is None else f" ({totals.node_energy_kwh:.6g} kWh)"
+        lines.append(
+            f"  Node: {METHOD_DESCRIPTIONS.get('node-meter')}{node}: it replaces the "
+            "components' sum in the total"
+            + (
+                "; nodes without a meter count their components"
+                if "+" in totals.node_method
+                else ""
+            )
+        )
     if totals.estimated:
         lines.append("  Some components are estimates, not measurements (see above).")
     main = [eq for key, eq in (equivalents or {}).items() if key in MAIN_EQUIVALENTS]

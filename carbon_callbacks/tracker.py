@@ -12,7 +12,7 @@ from pathlib import Path
 from types import TracebackType
 from typing import Any
 
-from carbon_callbacks.distributed import NodeCpus, Reducer, TakenGpus
+from carbon_callbacks.distributed import NodeCpus, NodeMetered, Reducer, TakenGpus
 from carbon_callbacks.errors import (
     CarbonWarning,
     ErrorLog,
@@ -23,6 +23,7 @@ from carbon_callbacks.errors import (
 from carbon_callbacks.intensity import Intensity, resolve
 from carbon_callbacks.journal import JOURNAL_SUFFIX, Journal
 from carbon_callbacks.measurement import Measurement, merge_method
+from carbon_callbacks.node_energy import NodeMeterSlot, NodeShare, node_method, node_share
 from carbon_callbacks.sensors.base import (
     METHOD_DESCRIPTIONS,
     NONE,
@@ -91,6 +92,9 @@ class Tracker:
             so queued GPU work lands in the right epoch).
         clock: monotonic seconds (injectable for tests); wall_clock: unix seconds.
         env: environment mapping for the ``CARBON_CALLBACKS_*`` variables (default os.environ).
+        node_power: read the node's own power meter (opt-in): ``"auto"``, ``"hwmon"``,
+            ``"ipmi"`` or ``"redfish"`` (`carbon_callbacks.sensors.node`); its energy
+            replaces the components' sum (they are still logged). None (default): off.
 
     Raises:
         ValueError: a bad location, PUE or power (the message names it and what is accepted).
@@ -124,8 +128,12 @@ class Tracker:
         clock: Clock = time.monotonic,
         wall_clock: Clock = time.time,
         env: Mapping[str, str] | None = None,
+        node_power: str | None = None,
     ) -> None:
         check_tracker_arguments({k: v for k, v in locals().items() if k != "self"})
+        from carbon_callbacks.sensors.node import check_node_power
+
+        self.node_power = check_node_power(node_power)
         env = os.environ if env is None else env
         self._clock = clock
         self._wall_clock = wall_clock
@@ -155,6 +163,7 @@ class Tracker:
         self._injected = sensors is not None
         if sensors is None:
             sensors = self._detect(gpu_ids, count_cpu, count_ram, count_gpu)
+        self._node = self._open_node(env, count_cpu or count_ram)
         self._sensors: dict[Component, Sensor] = {}
         for sensor in sensors:
             if sensor.component in self._sensors:
@@ -175,10 +184,34 @@ class Tracker:
         self._running = False
         self._pending_state: Mapping[str, Any] | None = None
         self._run_methods: dict[Component, str] | None = None
+        self._run_node_meters: int | None = None
         self._lap_kind = "epoch"
         self._reset_totals()
 
     # -- set-up --------------------------------------------------------------------------
+
+    def _open_node(self, env: Mapping[str, str], counts_node: bool) -> NodeMeterSlot:
+        from carbon_callbacks.node_energy import open_node_slot
+
+        if self.node_power is None:
+            slot = open_node_slot(None, env=env, clock=self._clock)
+        elif not counts_node:
+            slot = NodeMeterSlot(
+                None,
+                [
+                    SensorReport(
+                        "node",
+                        "node meter",
+                        False,
+                        None,
+                        "not read in this process (count_cpu=False and count_ram=False)",
+                    )
+                ],
+            )
+        else:
+            slot = open_node_slot(self.node_power, env=env, clock=self._clock)
+        self.reports.extend(slot.reports)
+        return slot
 
     def _detect(
         self, gpu_ids: Sequence[int | str] | None, cpu: bool, ram: bool, gpu: bool
@@ -209,6 +242,7 @@ class Tracker:
         sync: Callable[[], None] | None = None,
         taken_gpus: TakenGpus | None = None,
         node_cpus: NodeCpus | None = None,
+        node_metered: NodeMetered | None = None,
     ) -> None:
         """Apply this process's role in a (distributed) run; call before `start()`.
 
@@ -233,6 +267,9 @@ class Tracker:
             node_cpus: a collective (every rank calls it here, once) giving the CPUs of all
                 the run's processes on this node; a CPU estimate counted here covers them,
                 not only this process's own.
+            node_metered: a collective (every rank calls it here, once) telling, from
+                whether this process reads a node meter, whether any process of this node
+                does (`carbon_callbacks.node_energy`: the share rule).
 
         Raises:
             RuntimeError: the tracker is running.
@@ -262,6 +299,12 @@ class Tracker:
             self._drop_taken_gpus(taken_gpus)
         if node_cpus is not None:
             self._count_node_cpus(node_cpus)
+        if not (count_cpu or count_ram):
+            self._node.drop("node meter read by local rank 0, not in this process")
+            self.reports = [r for r in self.reports if r.component != "node"]
+            self.reports.extend(self._node.reports)
+        if node_metered is not None:  # a collective: called on every rank
+            self._node.on_metered_node = node_metered(self._node.meter is not None)
         if not self._injected:
             polling = [s for s in self._sensors.values() if isinstance(s, PollingSensor)]
             self._poll_interval_s = min((s.poll_interval_s for s in polling), default=None)
@@ -411,8 +454,14 @@ class Tracker:
                 self.errors.record(f"start:{component}", f"{component} sensor failed: {exc}")
                 del self._sensors[component]
         self._last_j = dict.fromkeys(self._sensors, 0.0)
+        try:
+            self._node.start(now)
+        except Exception as exc:  # the meter's failure is recorded; components still count
+            self.errors.record("start:node", f"node meter failed: {exc}")
+            self._node.drop(f"node meter failed at start: {exc}")
         self._methods = self._local_methods()
         self._run_methods = None
+        self._run_node_meters = None
         if self._reducer is not None:
             self._start_collective()
         self._lap_start = now
@@ -457,10 +506,18 @@ class Tracker:
         wall = self._wall_clock()
         energy_kwh = self._read(now, errors, commit=True)
         bounds = self._bounds(energy_kwh)
+        share = self._node_share(energy_kwh, bounds, now, errors, commit=True)
         if self._reducer is not None:
-            energy_kwh, bounds = self._reduce(energy_kwh, bounds)
+            energy_kwh, bounds, share = self._reduce(energy_kwh, bounds, share)
         m = self._measurement(
-            energy_kwh, bounds, self._lap_start, now, self._lap_wall_start, wall, errors
+            energy_kwh,
+            bounds,
+            self._lap_start,
+            now,
+            self._lap_wall_start,
+            wall,
+            errors,
+            share=share,
         )
         self._lap_start = now
         self._lap_wall_start = wall
@@ -495,6 +552,41 @@ class Tracker:
                     self._last_j[component] = total_j
         return energy_kwh
 
+    def _node_share(
+        self,
+        energy_kwh: Mapping[Component, float | None],
+        bounds: tuple[float, float],
+        now: float,
+        errors: list[str],
+        *,
+        commit: bool,
+    ) -> NodeShare:
+        """This process's part of the node-basis energy (`carbon_callbacks.node_energy`)."""
+        meter_kwh = None
+        try:
+            meter_kwh = self._node.read_kwh(now, commit=commit)
+        except Exception as exc:  # this lap falls back on the components; the run goes on
+            message = f"node meter failed: {exc}"
+            self.errors.record(f"read:node:{type(exc).__name__}", message)
+            errors.append(message)
+        components = sum(v for v in energy_kwh.values() if v is not None)
+        on_metered = self._node.on_metered_node and meter_kwh is None and self._node.meter is None
+        return node_share(components, bounds, meter_kwh, on_metered_node=on_metered)
+
+    @property
+    def node_source(self) -> str | None:
+        """The kind of this process's node meter (``hwmon``, ``ipmi``...), or None."""
+        return self._node.source
+
+    @property
+    def node_method(self) -> str:
+        """``node-meter`` when node meters give the energy (``node-meter+none`` when only
+        some nodes have one), else ``none``."""
+        meters = self._run_node_meters
+        if meters is None:
+            meters = 1 if self._node.meter is not None else 0
+        return node_method(meters, max(self.nodes, 1))
+
     def stop(self) -> Measurement:
         """Take the final lap, close the journal, and return the run's totals."""
         if not self._running:
@@ -522,6 +614,7 @@ class Tracker:
             self.stop()
         for sensor in self._sensors.values():
             sensor.close()
+        self._node.close()
 
     def __enter__(self) -> Tracker:
         self.start()
@@ -564,11 +657,12 @@ class Tracker:
         errors: list[str] = []
         energy_kwh = self._read(now, errors, commit=False)
         bounds = self._bounds(energy_kwh)
+        share = self._node_share(energy_kwh, bounds, now, errors, commit=False)
         if reduce and self._reducer is not None:
-            energy_kwh, bounds = self._reduce(energy_kwh, bounds)
+            energy_kwh, bounds, share = self._reduce(energy_kwh, bounds, share)
         return self._measurement(
             energy_kwh, bounds, self._lap_start, now, self._lap_wall_start,
-            self._wall_clock(), errors,
+            self._wall_clock(), errors, share=share,
         )  # fmt: skip
 
     def load_state_dict(self, state: Mapping[str, Any]) -> None:
@@ -623,32 +717,41 @@ class Tracker:
         local = self._methods
         known = [m for m in METHOD_DESCRIPTIONS if m != NONE]
         flags = [1.0 if m in local[c].split("+") else 0.0 for c in COMPONENTS for m in known]
-        summed = self._reducer([1.0 if self._counts_node else 0.0, 1.0, float(gpus), *flags])
+        metered = 1.0 if self._node.meter is not None else 0.0
+        summed = self._reducer(
+            [1.0 if self._counts_node else 0.0, 1.0, float(gpus), metered, *flags]
+        )
         self.nodes, self.world_size, self.gpu_count = (round(v) for v in summed[:3])
+        self._run_node_meters = round(summed[3])
         joined: dict[Component, str] = {}
         for i, c in enumerate(COMPONENTS):
             label = local[c]
             for j, m in enumerate(known):
-                if summed[3 + i * len(known) + j] > 0:
+                if summed[4 + i * len(known) + j] > 0:
                     label = merge_method(label, m)
             joined[c] = label
         self._run_methods = joined
 
     def _reduce(
-        self, energy_kwh: Mapping[Component, float | None], bounds: tuple[float, float]
-    ) -> tuple[dict[Component, float | None], tuple[float, float]]:
-        """Sum each component and the range over all ranks; None where no rank counted it."""
+        self,
+        energy_kwh: Mapping[Component, float | None],
+        bounds: tuple[float, float],
+        share: NodeShare,
+    ) -> tuple[dict[Component, float | None], tuple[float, float], NodeShare]:
+        """Sum each component, the range and the node shares over all ranks; None where no
+        rank counted a component."""
         assert self._reducer is not None
         local = [energy_kwh.get(c) for c in COMPONENTS]
         vector = [v or 0.0 for v in local] + [0.0 if v is None else 1.0 for v in local]
         try:
-            summed = self._reducer([*vector, *bounds])
+            summed = self._reducer([*vector, *bounds, *share.as_vector()])
         except Exception as exc:  # a collective of the framework's process group
             self.errors.record("reduce", f"summing over ranks failed, this rank only: {exc}")
-            return dict(energy_kwh), bounds
+            return dict(energy_kwh), bounds, share
         n = len(COMPONENTS)
         energies = {c: (summed[i] if summed[n + i] > 0 else None) for i, c in enumerate(COMPONENTS)}
-        return energies, (summed[2 * n], summed[2 * n + 1])
+        summed_share = NodeShare.from_vector(summed[2 * n + 2 :])
+        return energies, (summed[2 * n], summed[2 * n + 1]), summed_share
 
     def _measurement(
         self,
@@ -659,11 +762,16 @@ class Tracker:
         wall_start: float,
         wall_end: float,
         errors: list[str],
+        *,
+        share: NodeShare | None = None,
     ) -> Measurement:
         cpu = energy_kwh.get("cpu")
         gpu = energy_kwh.get("gpu")
         ram = energy_kwh.get("ram")
         it_kwh = (cpu or 0.0) + (gpu or 0.0) + (ram or 0.0)
+        metered = share is not None and share.meters > 0
+        if share is not None and metered:  # the node meters' energy replaces the components'
+            it_kwh, bounds = share.kwh, (share.low_kwh, share.high_kwh)
         pue = self.pue
         facility_kwh = it_kwh * pue
         intensity = self.intensity
@@ -692,6 +800,8 @@ class Tracker:
             energy_kwh_high=max(high_kwh, facility_kwh),
             emissions_kg_low=min(low_kwh, facility_kwh) * g_per_kg,
             emissions_kg_high=max(high_kwh, facility_kwh) * g_per_kg,
+            node_method=node_method(share.meters, max(self.nodes, 1)) if share else "none",
+            node_energy_kwh=share.meter_kwh if share else None,
         )
 
     def _open_journal(self) -> None:

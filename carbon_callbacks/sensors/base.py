@@ -15,6 +15,8 @@ from typing import Literal, Protocol, runtime_checkable
 from carbon_callbacks.errors import CarbonWarning
 
 Component = Literal["cpu", "gpu", "ram"]
+# Reports also cover the node meter, which is not a component.
+ReportComponent = Literal["cpu", "gpu", "ram", "node"]
 
 # Method labels (the `carbon.*_method` tag values). Estimates are labelled as such everywhere.
 RAPL = "rapl"
@@ -25,9 +27,26 @@ ESTIMATE_RAM = "estimate-ram"
 ESTIMATE_GPU_TDP = "estimate-gpu-tdp"
 CONSTANT = "constant"
 NONE = "none"
+AMDSMI_ENERGY = "amdsmi-energy"
+AMDSMI_POWER = "amdsmi-power"
+HLSMI_POWER = "hlsmi-power"
+HWMON = "hwmon"
+IOREPORT = "ioreport"
+POWERMETRICS = "powermetrics"
+ESTIMATE_TPU = "estimate-tpu"
+# The node's method (`Measurement.node_method`, tag `carbon.node_method`): the whole
+# machine's input power from its own meter replaces the sum of the components.
+NODE_METER = "node-meter"
 
-MEASURED_METHODS = frozenset({RAPL, NVML_ENERGY, NVML_POWER})
-ESTIMATED_METHODS = frozenset({ESTIMATE_TDP, ESTIMATE_RAM, ESTIMATE_GPU_TDP, CONSTANT})
+MEASURED_METHODS = frozenset(
+    {RAPL, NVML_ENERGY, NVML_POWER, AMDSMI_ENERGY, AMDSMI_POWER, HLSMI_POWER, HWMON, NODE_METER}
+)
+# macOS's energy figures are its own model's: `man powermetrics` says "Average power values
+# reported by powermetrics are estimated and may be inaccurate", and IOReport's channels are
+# the "Energy Model" group that powermetrics reads. So both count as estimates.
+ESTIMATED_METHODS = frozenset(
+    {ESTIMATE_TDP, ESTIMATE_RAM, ESTIMATE_GPU_TDP, CONSTANT, IOREPORT, POWERMETRICS, ESTIMATE_TPU}
+)
 
 METHOD_DESCRIPTIONS = {
     RAPL: "measured (RAPL energy counters)",
@@ -37,6 +56,14 @@ METHOD_DESCRIPTIONS = {
     ESTIMATE_RAM: "estimated (0.3725 W per GB of RAM)",
     ESTIMATE_GPU_TDP: "estimated (GPU TDP x utilisation model)",
     CONSTANT: "estimated (constant power given by the user)",
+    AMDSMI_ENERGY: "measured (AMD SMI energy counter)",
+    AMDSMI_POWER: "measured (AMD SMI power samples, integrated)",
+    HLSMI_POWER: "measured (hl-smi power samples, integrated)",
+    HWMON: "measured (hwmon power sensors, integrated)",
+    IOREPORT: "estimated (macOS IOReport energy model counters)",
+    POWERMETRICS: "estimated (macOS powermetrics energy model)",
+    ESTIMATE_TPU: "estimated (published TPU chip power x chips)",
+    NODE_METER: "measured (the node's own power meter)",
     NONE: "not counted",
 }
 
@@ -90,6 +117,38 @@ METHOD_ERROR_BOUNDS: dict[str, tuple[float, float]] = {
 # A label with no documented accuracy (a custom sensor's own): a factor of two either way.
 UNKNOWN_ERROR_BOUNDS = (0.5, 2.0)
 
+# Google's Cloud TPU v4 page: "Measured min/mean/max power 90/170/192 W" per chip. The TPU
+# estimate charges the mean; the true draw lies between the measured min and max.
+TPU_V4_MIN_MEAN_MAX_W = (90.0, 170.0, 192.0)
+
+# Methods for which no published accuracy figure could be found and read (searched: AMD's
+# amdsmi and ROCm SMI documentation, Habana's hl-smi documentation, the Linux hwmon ABI, the
+# DMTF DCMI and Redfish specifications, Apple's powermetrics manual). They take the factor of
+# two of an undocumented label, stated as such in docs/methodology.md, rather than a figure
+# nobody published. Notes on each:
+# - amdsmi: McDaniel et al. 2026 (arXiv:2604.06056) validate MI250X/MI300A energy-counter
+#   power against Cray's off-chip meters and report systematic differences from the
+#   meters' wider scope, without one accuracy figure for the counter itself.
+# - Apple: `man powermetrics`: "estimated and may be inaccurate"; no figure.
+# - node meters and hwmon: an ACPI power meter states its own accuracy (`power1_accuracy`,
+#   shown by `carbon-callbacks detect`); NVIDIA's Grace firmware states 100 %, which is a
+#   declaration, not a measured bound. IPMI DCMI and Redfish define no accuracy.
+METHOD_ERROR_BOUNDS.update(
+    {
+        AMDSMI_ENERGY: UNKNOWN_ERROR_BOUNDS,
+        AMDSMI_POWER: UNKNOWN_ERROR_BOUNDS,
+        HLSMI_POWER: UNKNOWN_ERROR_BOUNDS,
+        HWMON: UNKNOWN_ERROR_BOUNDS,
+        IOREPORT: UNKNOWN_ERROR_BOUNDS,
+        POWERMETRICS: UNKNOWN_ERROR_BOUNDS,
+        NODE_METER: UNKNOWN_ERROR_BOUNDS,
+        ESTIMATE_TPU: (
+            TPU_V4_MIN_MEAN_MAX_W[0] / TPU_V4_MIN_MEAN_MAX_W[1],
+            TPU_V4_MIN_MEAN_MAX_W[2] / TPU_V4_MIN_MEAN_MAX_W[1],
+        ),
+    }
+)
+
 
 def energy_bounds(method: str, energy_kwh: float) -> tuple[float, float]:
     """``(low_kwh, high_kwh)``: the range `METHOD_ERROR_BOUNDS` gives `energy_kwh` measured by
@@ -133,14 +192,14 @@ class SensorReport:
     """What detection found for one source (shown by ``carbon-callbacks detect``).
 
     Args:
-        component: ``"cpu"``, ``"gpu"`` or ``"ram"``.
+        component: ``"cpu"``, ``"gpu"``, ``"ram"``, or ``"node"`` for node meters.
         name: the source, e.g. ``"RAPL"``, ``"NVML"``, ``"TDP estimate"``.
         available: whether this source is the one used for `component`.
         method: the method label when available, else None.
         reason: plain words: why it is used, or why not.
     """
 
-    component: Component
+    component: ReportComponent
     name: str
     available: bool
     method: str | None

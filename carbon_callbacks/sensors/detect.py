@@ -1,16 +1,19 @@
 """Pick the best energy source for each component, and say why.
 
-Precedence: CPU: user's constant > RAPL packages > TDP x load estimate. RAM: user's constant >
-RAPL dram > 0.3725 W/GB estimate. GPU: NVML energy counter > NVML power samples > TDP x
-utilisation estimate, for a GPU NVML lists but cannot meter > none (no GPU is not an
-estimate: ``gpu`` is None). On a machine with neither powercap nor an NVIDIA driver
-this costs well under 2 ms and imports no pynvml.
+Precedence: CPU: user's constant > RAPL packages > NVIDIA Grace hwmon rails > Apple silicon
+(IOReport, powermetrics) > TDP x load estimate. RAM: user's constant > RAPL dram > Apple's
+DRAM channels > 0.3725 W/GB estimate. GPU: NVML energy counter > NVML power samples > TDP x
+utilisation estimate, for a GPU NVML lists but cannot meter > Apple's GPU+ANE > AMD SMI >
+Intel Gaudi > Google TPU estimate > none (no GPU is not an estimate: ``gpu`` is None). Every
+family gets a report line (`families`). On a machine with none of them this costs a few
+milliseconds and imports no vendor library.
 """
 
 from __future__ import annotations
 
 import logging
 import math
+import os
 import time
 import warnings
 from collections.abc import Callable, Sequence
@@ -118,11 +121,25 @@ def _probe_rapl(root: str | None, cpu: bool, ram: bool) -> tuple[RaplSensors | N
         return None, str(exc)
 
 
-def _cpu(rapl: RaplSensors | None, rapl_reason: str) -> tuple[Sensor, list[SensorReport]]:
+def _cpu(
+    rapl: RaplSensors | None,
+    rapl_reason: str,
+    apple: dict[Component, Sensor],
+    apple_reports: list[SensorReport],
+) -> tuple[Sensor, list[SensorReport]]:
+    from carbon_callbacks.sensors.families import grace_cpu
+
     if rapl is not None and rapl.cpu is not None:
         reason = "RAPL: " + ", ".join(rapl.cpu.names)
         return rapl.cpu, [SensorReport("cpu", "RAPL", True, RAPL, reason)]
     reports = [SensorReport("cpu", "RAPL", False, None, rapl_reason)]
+    grace, grace_report = grace_cpu()
+    reports.append(grace_report)
+    reports.extend(r for r in apple_reports if r.component == "cpu")
+    if grace is not None:
+        return grace, reports
+    if "cpu" in apple:
+        return apple["cpu"], reports
     sensor = CpuEstimateSensor()
     reports.append(cpu_estimate_report(sensor))
     return sensor, reports
@@ -135,11 +152,19 @@ def cpu_estimate_report(sensor: CpuEstimateSensor) -> SensorReport:
     )
 
 
-def _ram(rapl: RaplSensors | None, rapl_reason: str) -> tuple[Sensor | None, list[SensorReport]]:
+def _ram(
+    rapl: RaplSensors | None,
+    rapl_reason: str,
+    apple: dict[Component, Sensor],
+    apple_reports: list[SensorReport],
+) -> tuple[Sensor | None, list[SensorReport]]:
     if rapl is not None and rapl.ram is not None:
         return rapl.ram, [SensorReport("ram", "RAPL", True, RAPL, rapl.ram_reason)]
     reason = rapl.ram_reason if rapl is not None else rapl_reason
     reports = [SensorReport("ram", "RAPL", False, None, reason)]
+    if "ram" in apple:
+        reports.extend(r for r in apple_reports if r.component == "ram")
+        return apple["ram"], reports
     try:
         sensor = RamEstimateSensor()
     except ValueError as exc:
@@ -156,7 +181,10 @@ def _gpu(
     nvml: Any,
     clock: Callable[[], float],
     interval_s: float | None,
+    apple: dict[Component, Sensor],
+    apple_reports: list[SensorReport],
 ) -> tuple[Sensor | None, list[SensorReport]]:
+    from carbon_callbacks.sensors.families import other_accelerators
     from carbon_callbacks.sensors.nvml import describe, open_gpu_sensor
 
     try:
@@ -164,13 +192,19 @@ def _gpu(
             gpu_ids=gpu_ids, nvml=nvml, sample_interval_s=interval_s, clock=clock
         )
     except SensorUnavailable as exc:
-        if gpu_ids is not None:
+        reports = [SensorReport("gpu", "NVML", False, None, str(exc))]
+        reports.extend(r for r in apple_reports if r.component == "gpu")
+        found = "Apple silicon" if "gpu" in apple else None
+        other, more = other_accelerators(gpu_ids, os.environ, clock, interval_s, found=found)
+        reports.extend(more)
+        chosen = apple.get("gpu") or other
+        if chosen is None and gpu_ids is not None:
             warnings.warn(
                 f"gpu_ids={list(gpu_ids)!r} given, but GPU energy cannot be measured: {exc}",
                 SensorWarning,
                 stacklevel=3,
             )
-        return None, [SensorReport("gpu", "NVML", False, None, str(exc))]
+        return chosen, reports
     if sensor.method != ESTIMATE_GPU_TDP:
         return sensor, [SensorReport("gpu", "NVML", True, sensor.method, describe(sensor))]
     unmetered = [d for d in sensor.devices if d.mode == "tdp"]
@@ -226,6 +260,12 @@ def detect_sensors(
     rapl, rapl_reason = (
         _probe_rapl(powercap_root, need_cpu, need_ram) if need_cpu or need_ram else (None, "")
     )
+    apple: dict[Component, Sensor] = {}
+    apple_reports: list[SensorReport] = []
+    if need_cpu or need_ram or count_gpu:
+        from carbon_callbacks.sensors.families import apple_family
+
+        apple, apple_reports = apple_family()
     try:
         if not count_cpu:
             found.reports.append(_not_counted("cpu"))
@@ -233,7 +273,7 @@ def detect_sensors(
             found.cpu, report = _forced("cpu", cpu_w)
             found.reports.append(report)
         else:
-            found.cpu, reports = _cpu(rapl, rapl_reason)
+            found.cpu, reports = _cpu(rapl, rapl_reason, apple, apple_reports)
             found.reports.extend(reports)
         if not count_ram:
             found.reports.append(_not_counted("ram"))
@@ -241,13 +281,24 @@ def detect_sensors(
             found.ram, report = _forced("ram", ram_w)
             found.reports.append(report)
         else:
-            found.ram, reports = _ram(rapl, rapl_reason)
+            found.ram, reports = _ram(rapl, rapl_reason, apple, apple_reports)
             found.reports.extend(reports)
         if not count_gpu:
             found.reports.append(_not_counted("gpu"))
         else:
-            found.gpu, reports = _gpu(gpu_ids, nvml, clock or time.monotonic, gpu_sample_interval_s)
+            found.gpu, reports = _gpu(
+                gpu_ids,
+                nvml,
+                clock or time.monotonic,
+                gpu_sample_interval_s,
+                apple,
+                apple_reports,
+            )
             found.reports.extend(reports)
+        used = {id(s) for s in found.sensors}
+        for sensor in apple.values():  # Apple sensors not chosen release the shared reader
+            if id(sensor) not in used:
+                sensor.close()
     except BaseException:
         found.close()
         for s in (rapl.cpu, rapl.ram) if rapl else ():

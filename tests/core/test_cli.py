@@ -91,7 +91,7 @@ def test_detect_json_reports_every_component() -> None:
     out = cli("detect", "--json", "--cloud", "gcp:europe-west1")
     assert out.returncode == 0, out.stderr
     report = json.loads(out.stdout)
-    assert {s["component"] for s in report["sensors"]} == {"cpu", "gpu", "ram"}
+    assert {s["component"] for s in report["sensors"]} == {"cpu", "gpu", "ram", "node"}
     assert all(s["reason"] for s in report["sensors"])
     assert report["location"] == "gcp:europe-west1"
     assert report["intensity_g_per_kwh"] > 0

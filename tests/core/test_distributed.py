@@ -63,15 +63,16 @@ class Ranks:
         self.calls += 1
         if len(values) == 1:  # the barrier before each lap's reads
             return [values[0] * self.n]
-        if len(values) != 8:  # start: [counts the node, 1, GPUs, method flags...]
+        if len(values) != 13:  # start: [counts the node, 1, GPUs, node meters, flags...]
             flags = [v * self.n for v in values[3:]]
             return [float(self.leaders), float(self.n), values[2] * self.n, *flags]
-        cpu, gpu, ram, has_cpu, has_gpu, has_ram, low, high = values
+        cpu, gpu, ram, has_cpu, has_gpu, has_ram, low, high = values[:8]
         k = self.leaders
-        # identical ranks: each node leader's CPU and RAM, every rank's GPU
+        # identical ranks: each node leader's CPU and RAM, every rank's GPU; the node shares
+        # (no meter here: each leader's components) from the leaders
         return [
             cpu * k, gpu * self.n, ram * k, has_cpu * k, has_gpu * self.n, has_ram * k,
-            low * k, high * k,
+            low * k, high * k, *(v * k for v in values[8:]),
         ]  # fmt: skip
 
 
@@ -97,7 +98,7 @@ def test_laps_are_summed_over_ranks_and_nodes_counted() -> None:
 
 def test_a_failing_reduce_is_recorded_and_the_rank_goes_on() -> None:
     def broken(values: list[float]) -> list[float]:
-        if len(values) > 8:  # start
+        if len(values) > 13:  # start
             return [1.0, 2.0, 0.0, *values[3:]]
         raise RuntimeError("process group destroyed")
 

@@ -12,6 +12,7 @@ Example:
 from __future__ import annotations
 
 from dataclasses import dataclass, field
+from types import SimpleNamespace
 from typing import Any, ClassVar
 
 NVML_SUCCESS = 0
@@ -113,6 +114,7 @@ class FakeGpu:
     fail: NVMLError | None = None
     power_reads: int = 0
     utilization: int | None = None  # percent of time a kernel ran (nvmlUtilization_t.gpu)
+    module_power_mw: int | None = None  # Grace Hopper module power (NVML_POWER_SCOPE_MODULE)
 
     def __post_init__(self) -> None:
         for mig in self.migs:
@@ -226,6 +228,20 @@ class FakeNvml:
         if handle.fail is not None:
             raise handle.fail
         return FakeUtilization(gpu=handle.utilization, memory=0)
+
+    def nvmlDeviceGetFieldValues(self, handle: FakeGpu, fields: list[Any]) -> list[Any]:
+        """``nvmlFieldValue_t`` per ``(fieldId, scopeId)``: only NVML_FI_DEV_POWER_INSTANT (186)
+        at NVML_POWER_SCOPE_MODULE (1) is known here; others are NOT_SUPPORTED."""
+        self._check()
+        out = []
+        for wanted in fields:
+            known = tuple(wanted) == (186, 1) and handle.module_power_mw is not None
+            value = SimpleNamespace(uiVal=handle.module_power_mw if known else 0)
+            ret = NVML_SUCCESS if known else NVML_ERROR_NOT_SUPPORTED
+            out.append(
+                SimpleNamespace(fieldId=wanted[0], scopeId=wanted[1], nvmlReturn=ret, value=value)
+            )
+        return out
 
     # -- MIG -----------------------------------------------------------------------------
     def nvmlDeviceGetMigMode(self, handle: FakeGpu) -> list[int]:
