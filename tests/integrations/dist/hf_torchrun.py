@@ -15,6 +15,7 @@ from pathlib import Path
 from typing import Any
 
 import torch
+import torch.distributed as dist
 from common import CALLBACK_KWARGS, STEP_S, write_report
 from transformers import (
     BertConfig,
@@ -69,6 +70,9 @@ def main(out: Path) -> None:
     )
     trainer.train()
     write_report(out, args.process_index, callback)
+    if dist.is_initialized():  # neither rank tears gloo down while the other still uses it
+        dist.barrier()
+        dist.destroy_process_group()
 
 
 if __name__ == "__main__":
