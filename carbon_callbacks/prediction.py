@@ -62,6 +62,8 @@ class Prediction:
         measured_epochs: the epochs measured in this process that the mean comes from.
         limit: what ends the run: ``"epochs"``, ``"max_epochs"``, ``"num_train_epochs"``,
             ``"max_steps"`` or ``"max_time"``.
+        window: with a live provider that forecasts, what starting at the forecast's best
+            window would have saved, in words (appended to `line`).
     """
 
     energy_kwh: float
@@ -71,6 +73,7 @@ class Prediction:
     total_epochs: float
     measured_epochs: int | None = None
     limit: str = "epochs"
+    window: str | None = None
 
     def metrics(self) -> dict[str, float]:
         """``carbon/predicted_energy_kwh`` and ``carbon/predicted_emissions_kg``, to log."""
@@ -90,10 +93,11 @@ class Prediction:
             basis = f"{self.epochs_done}, {self.measured_epochs} measured here"
         if self.limit in ("max_steps", "max_time"):
             basis += f"; {self.limit} ends training first"
-        return (
+        text = (
             f"predicted for {total} epochs (from {basis}): about "
             f"{self.energy_kwh:.2g} kWh, {self.emissions_kg:.2g} kg CO2eq, {duration}"
         )
+        return text if self.window is None else f"{text}; {self.window}"
 
 
 def predict_run(

@@ -206,6 +206,27 @@ class LiveIntensity:
     def points(self) -> tuple[Point, ...]:
         return self._series[0]
 
+    def saving_note(self, duration_s: float, energy_kwh: float) -> str | None:
+        """What starting the run at the forecast's best window would have saved, in words:
+        the mean over the run's own span (what is known, the forecast for the rest) against
+        the lowest window of the same length from now on. None when there is no forecast."""
+        if duration_s <= 0 or not any(p.status == FORECAST for p in self._series[0]):
+            return None
+        now = self._wall()
+        best = self.window(duration_s, now)
+        label = self.provider.label
+        if best is None:
+            return f"the {label} forecast is shorter than the run ({duration_s / 3600:.1f} h)"
+        run = self.price(self._run_start, self._run_start + duration_s).g_per_kwh
+        if best.mean_g_per_kwh >= run:
+            return f"no window of the {label} forecast is lower than this run's {run:.0f} g/kWh"
+        saved_kg = energy_kwh * (run - best.mean_g_per_kwh) / 1000.0
+        return (
+            f"starting at {series.format_time(best.start, seconds=False)} ({label} forecast "
+            f"{best.mean_g_per_kwh:.0f} g/kWh against {run:.0f} for this run) would have saved "
+            f"about {(run - best.mean_g_per_kwh) * 100.0 / run:.0f} % ({saved_kg:.2g} kg)"
+        )
+
     # -- the thread -------------------------------------------------------------------------
 
     def _run(self) -> None:
