@@ -362,7 +362,16 @@ class CarbonSession:
 
     def _advise(self, totals: Measurement) -> None:
         """Where the same run would have emitted less: a summary line and a tag."""
-        intensity = self.tracker.intensity
+        intensity, live = self.tracker.intensity, self.tracker.live
+        if live is not None:  # the run's own figure is its live, effective one
+            intensity = dataclasses.replace(
+                intensity,
+                g_per_kwh=totals.intensity_g_per_kwh,
+                source=live.provider.source,
+                year=totals.intensity_year,
+                basis=totals.intensity_basis,
+                kind="live",
+            )
         self.advice = self._guard("advice", lambda: advice_line(totals, intensity))
         tag = self._guard("advice", lambda: greener_region_tag(totals, intensity))
         if tag is not None:
