@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import dataclasses
 import logging
+import math
 import threading
 import time
 from collections.abc import Callable, Mapping, Sequence
@@ -25,9 +26,16 @@ from typing import NamedTuple
 
 from carbon_callbacks.errors import ErrorLog
 from carbon_callbacks.intensity import cache, series
-from carbon_callbacks.intensity._http import AUTH, RATE_LIMIT, ProviderError
+from carbon_callbacks.intensity._http import (
+    AUTH,
+    NOT_FOUND,
+    RATE_LIMIT,
+    REFUSED,
+    ProviderError,
+    redact,
+)
 from carbon_callbacks.intensity._model import Intensity
-from carbon_callbacks.intensity.providers import Provider
+from carbon_callbacks.intensity.providers import IntensityProvider
 from carbon_callbacks.intensity.series import ESTIMATED, FORECAST, Point
 from carbon_callbacks.measurement import Measurement, merge_method
 
@@ -73,7 +81,7 @@ class LiveIntensity:
 
     def __init__(
         self,
-        provider: Provider,
+        provider: IntensityProvider,
         fallback: Intensity,
         *,
         errors: ErrorLog,
@@ -277,10 +285,10 @@ class LiveIntensity:
             self._failed(exc)
         except Exception as exc:  # a bug of ours must not reach training: recorded, skipped
             logger.debug("carbon-callbacks: intensity fetch failed", exc_info=True)
+            text = redact(f"{type(exc).__name__}: {exc}", getattr(provider, "_secrets", ()))
             self.errors.record(
                 f"intensity:{provider.name}:error",
-                f"live intensity from {provider.label} failed ({type(exc).__name__}: {exc}); "
-                f"{self._fallback_words()}",
+                f"live intensity from {provider.label} failed ({text}); {self._fallback_words()}",
             )
         return False
 
@@ -293,8 +301,12 @@ class LiveIntensity:
         self._forecast_at = mono
         try:
             self._merge(self.provider.forecast(now), save=False)
-        except ProviderError as exc:  # pricing does not need it: said once, at INFO
+        except ProviderError as exc:  # pricing does not need it: said at INFO
             logger.info("carbon-callbacks: no forecast: %s", exc.message)
+            if exc.cause in (AUTH, NOT_FOUND, REFUSED):  # not in the plan: not asked again
+                self._forecast_at = math.inf
+        except Exception:  # a bug of ours must not reach training
+            logger.info("carbon-callbacks: reading the forecast failed", exc_info=True)
 
     def _failed(self, exc: ProviderError) -> None:
         self._failures += 1

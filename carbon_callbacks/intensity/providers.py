@@ -20,7 +20,7 @@ import importlib
 import logging
 import math
 from collections.abc import Mapping, Sequence
-from typing import Any, ClassVar
+from typing import Any, ClassVar, Protocol, runtime_checkable
 
 from carbon_callbacks.intensity import _http
 from carbon_callbacks.intensity._model import Intensity
@@ -43,6 +43,52 @@ EXAMPLES = (
     "'electricitymaps' or 'electricitymaps:DE', 'carbonintensity-uk' or "
     "'carbonintensity-uk:13', 'energidataservice:DK1' or ':DK2', 'watttime:CAISO_NORTH'"
 )
+
+
+@runtime_checkable
+class IntensityProvider(Protocol):
+    """What `LiveIntensity` needs of a provider (`Provider` implements it for the four
+    bundled ones; a custom source can too).
+
+    ``name``/``label``: ``"electricitymaps"`` / ``"Electricity Maps"``; ``zone``: its zone
+    key; ``spec``: ``"name:zone"``; ``source``: provider, zone and resolution in words;
+    ``basis``: ``"life-cycle"``, ``"direct"``, ``"co2-only"`` or ``"marginal"``;
+    ``period_s``: the length of one value in seconds; ``country``: the ISO alpha-2 country
+    whose bundled value is the fallback, or None.
+    """
+
+    @property
+    def name(self) -> str: ...
+
+    @property
+    def label(self) -> str: ...
+
+    @property
+    def zone(self) -> str: ...
+
+    @property
+    def basis(self) -> str: ...
+
+    @property
+    def period_s(self) -> float: ...
+
+    @property
+    def has_forecast(self) -> bool: ...
+
+    @property
+    def country(self) -> str | None: ...
+
+    @property
+    def spec(self) -> str: ...
+
+    @property
+    def source(self) -> str: ...
+
+    def history(self, start: float, end: float, now: float) -> list[Point]:
+        """Values over ``[start, end)`` (unix s); raises `ProviderError` on any failure."""
+
+    def forecast(self, now: float) -> list[Point]:
+        """The current forecast from about `now`; raises `ProviderError` on any failure."""
 
 
 class Provider:
