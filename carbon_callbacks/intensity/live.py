@@ -99,7 +99,7 @@ class LiveIntensity:
         self._wake = threading.Event()
         self._first = threading.Event()
         self._settled = threading.Event()
-        self._stopping = False
+        self._stop = threading.Event()  # one per thread: a stopped one never runs on
         self._settle: tuple[float, float] | None = None
         self._run_start = 0.0
         self._cache_file: Path | None = None
@@ -133,7 +133,7 @@ class LiveIntensity:
         `START_WAIT_S` for the first answer."""
         self.stop()
         self._run_start = run_start
-        self._stopping = False
+        self._stop = stop = threading.Event()
         self._settle = None
         self._failures, self._retry_at, self._forecast_at = 0, -1e18, None
         self._first.clear()
@@ -143,7 +143,7 @@ class LiveIntensity:
             else cache.cache_path(cache_dir, self.provider.name, self.provider.zone)
         )
         self._thread = threading.Thread(
-            target=self._run, name="carbon-callbacks-intensity", daemon=True
+            target=self._run, args=(stop,), name="carbon-callbacks-intensity", daemon=True
         )
         self._thread.start()
         if not self._first.wait(START_WAIT_S):
@@ -202,7 +202,7 @@ class LiveIntensity:
         thread, self._thread = self._thread, None
         if thread is None:
             return
-        self._stopping = True
+        self._stop.set()
         self._wake.set()
         thread.join(timeout=0.2)
 
@@ -237,7 +237,7 @@ class LiveIntensity:
 
     # -- the thread -------------------------------------------------------------------------
 
-    def _run(self) -> None:
+    def _run(self, stop: threading.Event) -> None:
         ok = False
         try:
             if self._cache_file is not None:
@@ -252,7 +252,7 @@ class LiveIntensity:
             delay = REFRESH_S if self._retry_at <= now else self._retry_at - now
             self._wake.wait(delay)
             self._wake.clear()
-            if self._stopping:
+            if stop.is_set():
                 return
             settle = self._settle
             if settle is None and time.monotonic() < self._retry_at:

@@ -270,3 +270,21 @@ def test_the_secrets_reach_no_file_no_log_and_no_output(
     text += "".join(p.read_text() for p in files)
     for secret in (EM_KEY, WT_PASSWORD, WT_TOKEN, os.environ["WATTTIME_PASSWORD"]):
         assert secret not in text
+
+
+def test_a_tracker_restarted_runs_one_fetch_thread_and_prices_again(
+    tmp_path: Path, replay: ReplayServer
+) -> None:
+    import threading
+
+    tracker, clock, wall = live_tracker(tmp_path)
+    for _ in range(2):
+        tracker.start()
+        advance((clock, wall), 0.25 * H)
+        assert tracker.lap().intensity_source.startswith("Electricity Maps FR hourly")
+        tracker.stop()
+        assert not tracker.live.running  # type: ignore[union-attr]
+    tracker.close()
+    time.sleep(0.3)
+    alive = [t for t in threading.enumerate() if t.name == "carbon-callbacks-intensity"]
+    assert alive == []
