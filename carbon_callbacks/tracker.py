@@ -740,23 +740,15 @@ class Tracker:
     def _reprice(self) -> None:
         """Price the run's laps again with what the provider has published by now (at most
         `live.SETTLE_WAIT_S` of waiting); journal each change, rebuild the totals."""
+        from carbon_callbacks.intensity.reprice import reprice_laps
+
         assert self.live is not None
-        if self._priced:
-            start = self._priced[0][2].start_time
-            self.live.settle(start, self._priced[-1][2].end_time)
-        totals: Measurement | None = None
-        for index, kind, used in self._priced:
-            new = self.live.reprice(used)
-            if (new.intensity_g_per_kwh, new.intensity_source) != (
-                used.intensity_g_per_kwh,
-                used.intensity_source,
-            ):
-                self.corrections.append((index, used, new))
-                if self._journal is not None:
-                    self._append(reprice_record(self.run_id, index, kind, used, new, "stop"))
-            totals = new if totals is None else totals + new
+        totals, self.corrections, records = reprice_laps(self.live, self._priced, self.run_id)
         if totals is not None:
             self._totals = totals
+        if self._journal is not None:
+            for record in records:
+                self._append(record)
         self.live.stop()
 
     def _open_journal(self) -> None:
@@ -867,32 +859,6 @@ class _PollThread(threading.Thread):
 
 
 _FIELDS = tuple(Measurement.__dataclass_fields__)
-
-
-def reprice_record(
-    run_id: str | None, lap: int, kind: str, used: Measurement, new: Measurement, by: str
-) -> dict[str, Any]:
-    """The journal record of a lap priced again: the value used and the corrected one."""
-    return {
-        "type": "reprice",
-        "run_id": run_id,
-        "lap": lap,
-        "kind": kind,
-        "by": by,
-        "start_time": used.start_time,
-        "end_time": used.end_time,
-        "energy_kwh": used.energy_kwh,
-        "intensity_g_per_kwh_used": used.intensity_g_per_kwh,
-        "intensity_source_used": used.intensity_source,
-        "emissions_kg_used": used.emissions_kg,
-        "intensity_g_per_kwh": new.intensity_g_per_kwh,
-        "intensity_source": new.intensity_source,
-        "intensity_basis": new.intensity_basis,
-        "intensity_year": new.intensity_year,
-        "emissions_kg": new.emissions_kg,
-        "emissions_kg_low": new.emissions_kg_low,
-        "emissions_kg_high": new.emissions_kg_high,
-    }
 
 
 def _fields(m: Measurement) -> dict[str, Any]:

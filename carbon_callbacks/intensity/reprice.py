@@ -115,6 +115,55 @@ def reprice_journal(
     return result
 
 
+def reprice_laps(
+    live: LiveIntensity, priced: list[tuple[int, str, Measurement]], run_id: str | None
+) -> tuple[Measurement | None, list[tuple[int, Measurement, Measurement]], list[dict[str, Any]]]:
+    """A run's laps (``(lap, kind, measurement)``) priced again with what `live` has now,
+    after asking the provider once more (`LiveIntensity.settle`): the new totals, the laps
+    that changed (``(lap, used, corrected)``) and their ``"reprice"`` journal records."""
+    if priced:
+        live.settle(priced[0][2].start_time, priced[-1][2].end_time)
+    totals: Measurement | None = None
+    corrections: list[tuple[int, Measurement, Measurement]] = []
+    records: list[dict[str, Any]] = []
+    for index, kind, used in priced:
+        new = live.reprice(used)
+        if (new.intensity_g_per_kwh, new.intensity_source) != (
+            used.intensity_g_per_kwh,
+            used.intensity_source,
+        ):
+            corrections.append((index, used, new))
+            records.append(reprice_record(run_id, index, kind, used, new, "stop"))
+        totals = new if totals is None else totals + new
+    return totals, corrections, records
+
+
+def reprice_record(
+    run_id: str | None, lap: int, kind: str, used: Measurement, new: Measurement, by: str
+) -> dict[str, Any]:
+    """The journal record of a lap priced again: the value used and the corrected one."""
+    return {
+        "type": "reprice",
+        "run_id": run_id,
+        "lap": lap,
+        "kind": kind,
+        "by": by,
+        "start_time": used.start_time,
+        "end_time": used.end_time,
+        "energy_kwh": used.energy_kwh,
+        "intensity_g_per_kwh_used": used.intensity_g_per_kwh,
+        "intensity_source_used": used.intensity_source,
+        "emissions_kg_used": used.emissions_kg,
+        "intensity_g_per_kwh": new.intensity_g_per_kwh,
+        "intensity_source": new.intensity_source,
+        "intensity_basis": new.intensity_basis,
+        "intensity_year": new.intensity_year,
+        "emissions_kg": new.emissions_kg,
+        "emissions_kg_low": new.emissions_kg_low,
+        "emissions_kg_high": new.emissions_kg_high,
+    }
+
+
 def _laps(records: list[dict[str, Any]]) -> list[tuple[int, str, Measurement, Measurement]]:
     """``(lap, kind, as used in training, as last priced)`` for every lap of the journal."""
     used: dict[tuple[int, str], Measurement] = {}
@@ -177,8 +226,6 @@ def _append(
     run: Mapping[str, Any],
     changed: list[tuple[int, str, Measurement, Measurement, Measurement]],
 ) -> None:
-    from carbon_callbacks.tracker import reprice_record
-
     run_id = run.get("run_id")
     steps, final_step = _steps(records)
     sinks = sorted({r["sink"] for r in records if r.get("type") == "sink" and "sink" in r})
