@@ -1,4 +1,4 @@
-"""The ``carbon-callbacks`` command: detect, run, demo."""
+"""The ``carbon-callbacks`` command: detect, run, and the delegated commands below."""
 
 from __future__ import annotations
 
@@ -19,7 +19,10 @@ from carbon_callbacks._version import __version__
 if TYPE_CHECKING:
     from carbon_callbacks.tracker import Tracker
 
-EPILOG = "Location can also come from CARBON_CALLBACKS_COUNTRY / _REGION / _CLOUD."
+EPILOG = (
+    "Location can also come from CARBON_CALLBACKS_COUNTRY / _REGION / _CLOUD, a live provider "
+    "from CARBON_CALLBACKS_INTENSITY_PROVIDER."
+)
 
 # Commands with their own parser, in their own module: `main(argv) -> int`. They may import
 # a framework or a tracking client, so they load only when run.
@@ -40,6 +43,10 @@ DELEGATED = {
         "carbon_callbacks.sync",
         "send journaled metrics that did not reach MLflow/Comet (server down) to their runs",
     ),
+    "when": (
+        "carbon_callbacks.when",
+        "when to start a job of N hours: the lowest window of a live provider's forecast",
+    ),
 }
 
 
@@ -49,6 +56,12 @@ def _add_location_args(p: argparse.ArgumentParser) -> None:
     g.add_argument("--region", help="sub-national region, e.g. US-CA, CA-QC, IN-MH")
     g.add_argument("--cloud", help="cloud region, e.g. aws:us-east-1, gcp:europe-west1")
     g.add_argument("--intensity", type=float, metavar="G_PER_KWH", help="force the intensity")
+    g.add_argument(
+        "--intensity-provider",
+        metavar="PROVIDER[:ZONE]",
+        help="price each lap at a live provider's values (electricitymaps, carbonintensity-uk, "
+        "energidataservice:DK1, watttime:REGION); the bundled value is the fallback",
+    )
     g.add_argument("--pue", type=float, default=1.0, help="data-centre PUE (default 1.0)")
     g.add_argument("--cpu-power-w", type=float, help="force a constant CPU power (estimate)")
     g.add_argument("--ram-power-w", type=float, help="force a constant RAM power (estimate)")
@@ -65,6 +78,7 @@ def _tracker_kwargs(args: argparse.Namespace) -> dict[str, Any]:
         "region": args.region,
         "cloud": args.cloud,
         "intensity_g_per_kwh": args.intensity,
+        "intensity_provider": args.intensity_provider,
         "pue": args.pue,
         "cpu_power_w": args.cpu_power_w,
         "ram_power_w": args.ram_power_w,
@@ -157,6 +171,7 @@ def _detect(args: argparse.Namespace) -> int:
         "intensity_g_per_kwh": intensity.g_per_kwh,
         "intensity_source": intensity.source,
         "intensity_basis": intensity.basis,
+        "intensity_provider": None if tracker.live is None else tracker.live.spec,
         "hardware": hw,
         "warnings": [str(w.message) for w in caught],
     }
@@ -175,6 +190,8 @@ def _detect(args: argparse.Namespace) -> int:
         f"Location: {intensity.location} ({intensity.kind}), {intensity.g_per_kwh:g} "
         f"g {emissions_unit(intensity.basis)}/kWh ({intensity.basis}) from {intensity.source}"
     )
+    if tracker.live is not None:
+        print(f"Live: {tracker.live.describe()} (contacted only while a run is measured)")
     print(
         f"Hardware: {hw['cpu_model']} x{hw['cpu_count']}, RAM {hw['ram_gb']} GB, "
         f"GPU {hw['gpu_model']}"

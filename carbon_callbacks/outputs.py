@@ -51,6 +51,20 @@ RANGE_KEYS = (
 # Running totals: one value per step (a later fit into the same run never writes them twice).
 CUMULATIVE_KEYS = ("carbon/energy_kwh", "carbon/emissions_kg")
 
+# An epoch priced again with a provider's later figures (at the end of training, or by
+# `carbon-callbacks sync`), at that epoch's step; the run's corrected total at the last step.
+CORRECTED_EPOCH_EMISSIONS = "carbon/corrected_epoch_emissions_kg"
+CORRECTED_INTENSITY = "carbon/corrected_intensity_g_per_kwh"
+CORRECTED_EMISSIONS = "carbon/corrected_emissions_kg"
+
+
+def corrected_metrics(lap: Measurement) -> dict[str, float]:
+    """An epoch's emissions and intensity priced again (see `CORRECTED_EPOCH_EMISSIONS`)."""
+    return {
+        CORRECTED_EPOCH_EMISSIONS: lap.emissions_kg,
+        CORRECTED_INTENSITY: lap.intensity_g_per_kwh,
+    }
+
 
 def epoch_metrics(lap: Measurement, totals: Measurement) -> dict[str, float]:
     """Per-epoch metrics (logged with step = epoch index) plus the running totals."""
@@ -130,6 +144,12 @@ def run_tags(
     source = tracker.node_source
     if source is not None:  # the kind of meter only: never a BMC's address
         tags["carbon.node_source"] = source
+    live = tracker.live
+    if live is not None:  # a live provider prices the laps; the bundled value is its fallback
+        tags["carbon.intensity_source"] = live.describe()
+        tags["carbon.intensity_basis"] = live.basis
+        tags["carbon.intensity_kind"] = "live"
+        tags["carbon.intensity_provider"] = live.spec
     tags.update({f"carbon.{k}": v for k, v in meta.items()})
     for component, sensor in tracker.sensors.items():
         describe = getattr(sensor, "describe", None)  # an estimate's inputs, in words
@@ -176,7 +196,11 @@ def summary(
     ):
         lines.append(f"  {component}: {METHOD_DESCRIPTIONS.get(method, method)}")
     if totals.node_method != "none":
-        node = "" if totals.node_energy_kwh is None else f" ({totals.node_energy_kwh:.6g} kWh)"
+        node = (
+            ""
+            if totals.node_energy_kwh is None
+            else f" ({humanize.energy(totals.node_energy_kwh)})"
+        )
         lines.append(
             f"  Node: {METHOD_DESCRIPTIONS.get('node-meter')}{node}: it replaces the "
             "components' sum in the total"
@@ -188,6 +212,17 @@ def summary(
         )
     if totals.estimated:
         lines.append("  Some components are estimates, not measurements (see above).")
+    bases = totals.intensity_basis.split("+")
+    if "marginal" in bases:
+        lines.append(
+            "  Marginal intensity (MOER): the emissions of the plants that answered the extra "
+            "load, not an average share of the grid; compare it with marginal figures only."
+            + (
+                " This total mixes it with an average (the yearly fallback)."
+                if len(bases) > 1
+                else ""
+            )
+        )
     main = [eq for key, eq in (equivalents or {}).items() if key in MAIN_EQUIVALENTS]
     if main:
         lines.append("  That is about " + ", ".join(str(eq) for eq in main) + ".")

@@ -63,6 +63,8 @@ class Prediction:
         measured_epochs: the epochs measured in this process that the mean comes from.
         limit: what ends the run: ``"epochs"``, ``"max_epochs"``, ``"num_train_epochs"``,
             ``"max_steps"`` or ``"max_time"``.
+        window: with a live provider that forecasts, what starting at the forecast's best
+            window would have saved, in words (appended to `line`).
     """
 
     energy_kwh: float
@@ -72,6 +74,7 @@ class Prediction:
     total_epochs: float
     measured_epochs: int | None = None
     limit: str = "epochs"
+    window: str | None = None
 
     def metrics(self) -> dict[str, float]:
         """``carbon/predicted_energy_kwh`` and ``carbon/predicted_emissions_kg``, to log."""
@@ -88,11 +91,12 @@ class Prediction:
             basis = f"{self.epochs_done}, {self.measured_epochs} measured here"
         if self.limit in ("max_steps", "max_time"):
             basis += f"; {self.limit} ends training first"
-        return (
+        text = (
             f"predicted for {total} epochs (from {basis}): about "
             f"{humanize.energy(self.energy_kwh, 2)}, {humanize.emissions(self.emissions_kg, 2)}, "
             f"{humanize.duration(self.duration_s, 2)}"
         )
+        return text if self.window is None else f"{text}; {self.window}"
 
 
 def predict_run(

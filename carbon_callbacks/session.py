@@ -10,6 +10,7 @@ recorded once in ``tracker.errors`` and training carries on.
 
 from __future__ import annotations
 
+import dataclasses
 import functools
 import logging
 import os
@@ -23,6 +24,7 @@ from carbon_callbacks.equivalents import Equivalent, equivalents
 from carbon_callbacks.measurement import Measurement
 from carbon_callbacks.outputs import (
     CUMULATIVE_KEYS,
+    corrected_metrics,
     epoch_metrics,
     final_metrics,
     interrupted_metrics,
@@ -100,6 +102,7 @@ class CarbonSession:
         self._measured: Measurement | None = None
         self._measured_epochs = 0
         self._plan: Plan | None = None
+        self._lap_steps: dict[int, int] = {}  # tracker lap number -> step (corrections)
 
     @property
     def active(self) -> bool:
@@ -153,6 +156,7 @@ class CarbonSession:
         self._restored = False
         self._first_epoch = True
         self._measured, self._measured_epochs = None, 0
+        self._lap_steps = {}  # corrections name the laps of this fit's tracker run only
         self.summary_text, self.totals, self.undelivered = None, None, []
         for sink in self.sinks:
             bind = getattr(sink, "bind_errors", None)
@@ -204,6 +208,8 @@ class CarbonSession:
                 self._step_offset = self._next_step - epoch
         step = epoch + self._step_offset
         lap = self._guard("tracker:lap", self.tracker.lap)
+        if lap is not None:
+            self._lap_steps[self.tracker.lap_count - 1] = step
         self._next_step = max(self._next_step, step + 1)
         self._last_epoch = step
         totals = self.tracker.totals
@@ -239,6 +245,10 @@ class CarbonSession:
         )  # fmt: skip
         if self.prediction is None or not self.is_logging_rank:
             return
+        live, p = self.tracker.live, self.prediction
+        if live is not None and live.running:
+            note = self._guard("prediction", lambda: live.saving_note(p.duration_s, p.energy_kwh))
+            self.prediction = dataclasses.replace(p, window=note)
         line = self.prediction.line()
         logger.info("%s", line)
         if self.print_summary:
@@ -273,6 +283,7 @@ class CarbonSession:
             if final is not None:
                 self._send_all("log_metrics", final, self._next_step)
                 self._cumulative_upto = self._next_step
+            self._send_corrections()
         self._last_run = {
             "tracker": self.tracker.state_dict(),
             "targets": self._targets,
@@ -341,9 +352,26 @@ class CarbonSession:
 
     # -- internals -------------------------------------------------------------------------------
 
+    def _send_corrections(self) -> None:
+        """Epochs the tracker priced again at stop, each at its own step (the final totals
+        above already carry the corrected sum)."""
+        for index, _used, new in self.tracker.corrections:
+            step = self._lap_steps.get(index)
+            if step is not None:
+                self._send_all("log_metrics", corrected_metrics(new), step)
+
     def _advise(self, totals: Measurement) -> None:
         """Where the same run would have emitted less: a summary line and a tag."""
-        intensity = self.tracker.intensity
+        intensity, live = self.tracker.intensity, self.tracker.live
+        if live is not None:  # the run's own figure is its live, effective one
+            intensity = dataclasses.replace(
+                intensity,
+                g_per_kwh=totals.intensity_g_per_kwh,
+                source=live.provider.source,
+                year=totals.intensity_year,
+                basis=totals.intensity_basis,
+                kind="live",
+            )
         self.advice = self._guard("advice", lambda: advice_line(totals, intensity))
         tag = self._guard("advice", lambda: greener_region_tag(totals, intensity))
         if tag is not None:

@@ -10,6 +10,10 @@ is not sent again either, which covers a request that reached the server but who
 was lost. Run one sync at a time per journal (a second one waits for nothing: it reports the
 ledger busy and skips it).
 
+Before sending, a run priced by a live intensity provider is priced again with the
+provider's newer figures (``--no-reprice`` skips it): the corrected metrics are journaled
+and sent like the rest (see `carbon_callbacks.intensity.reprice`).
+
 The tracking clients are imported only for the kinds of sink a journal names.
 """
 
@@ -180,6 +184,11 @@ def main(argv: Sequence[str] | None = None) -> int:
     )
     parser.add_argument("--dry-run", action="store_true", help="only show what is pending")
     parser.add_argument(
+        "--no-reprice",
+        action="store_true",
+        help="do not ask a run's live intensity provider for corrected figures first",
+    )
+    parser.add_argument(
         "--tracking-uri",
         help="send MLflow records here instead of the journal's URI (credentials come from "
         "the usual MLFLOW_TRACKING_* variables)",
@@ -194,6 +203,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     results: list[SinkSync] = []
     with _env_defaults(_MLFLOW_HTTP_DEFAULTS):
         for journal in journals:
+            if not args.no_reprice:
+                _reprice(journal, dry_run=args.dry_run)
             try:
                 found = sync_journal(journal, dry_run=args.dry_run, tracking_uri=args.tracking_uri)
             except (OSError, ValueError) as exc:
@@ -213,6 +224,23 @@ def main(argv: Sequence[str] | None = None) -> int:
         file=sys.stderr,
     )
     return 1 if failed else 0
+
+
+def _reprice(journal: Path, *, dry_run: bool) -> None:
+    """Re-price a live-priced run with its provider's newer figures (see
+    `carbon_callbacks.intensity.reprice`); the corrected metrics it journals are sent below."""
+    try:
+        from carbon_callbacks.intensity.reprice import reprice_journal
+
+        result = reprice_journal(journal, dry_run=dry_run)
+    except (OSError, ValueError) as exc:
+        print(f"{journal.name}: cannot re-price: {exc}", file=sys.stderr)
+        return
+    if result is not None:
+        line = result.describe()
+        if dry_run and result.laps:
+            line = f"{journal.name}: {result.laps} lap(s) would be re-priced ({result.provider})"
+        print(line, file=sys.stderr if result.error else sys.stdout)
 
 
 def _marker(ledger: Ledger, result: SinkSync) -> Callable[[Iterable[str], bool], None]:

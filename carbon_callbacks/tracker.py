@@ -10,7 +10,7 @@ import warnings
 from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
 from types import TracebackType
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from carbon_callbacks.distributed import NodeCpus, NodeMetered, Reducer, TakenGpus
 from carbon_callbacks.errors import (
@@ -21,6 +21,7 @@ from carbon_callbacks.errors import (
     check_watts,
 )
 from carbon_callbacks.intensity import Intensity, resolve
+from carbon_callbacks.intensity.lookup import ENV_PROVIDER
 from carbon_callbacks.journal import JOURNAL_SUFFIX, Journal
 from carbon_callbacks.measurement import Measurement, merge_method
 from carbon_callbacks.node_energy import NodeMeterSlot, NodeShare, node_method, node_share
@@ -38,6 +39,9 @@ from carbon_callbacks.units import G_PER_KG, J_PER_KWH
 DEFAULT_OUTPUT_DIR = "carbon_runs"
 OUTPUT_DIR_ENV = "CARBON_CALLBACKS_OUTPUT_DIR"
 COMPONENTS: tuple[Component, ...] = ("cpu", "gpu", "ram")
+
+if TYPE_CHECKING:
+    from carbon_callbacks.intensity.live import LiveIntensity
 
 Clock = Callable[[], float]
 
@@ -81,6 +85,12 @@ class Tracker:
         ram_power_w: force a constant RAM power in watts (an estimate).
         gpu_ids: the GPUs to count (indices or UUIDs); default: ``CUDA_VISIBLE_DEVICES`` or all.
         intensity_g_per_kwh: force the carbon intensity (g CO2eq per kWh).
+        intensity_provider: price each lap at a live provider's values over the hours it
+            spanned: ``"electricitymaps"`` (``"electricitymaps:DE"``),
+            ``"carbonintensity-uk"`` (``":13"`` for a region), ``"energidataservice:DK1"``,
+            ``"watttime:CAISO_NORTH"``; default ``$CARBON_CALLBACKS_INTENSITY_PROVIDER``.
+            Opt-in: nothing is contacted without it. The bundled value of the location is
+            the fallback (see `carbon_callbacks.intensity.live`).
         output_dir: folder of the journal; default ``$CARBON_CALLBACKS_OUTPUT_DIR`` or
             ``./carbon_runs``. ``None`` disables the journal.
         count_cpu, count_ram, count_gpu: set False to leave a component out (under
@@ -118,6 +128,7 @@ class Tracker:
         ram_power_w: float | None = None,
         gpu_ids: Sequence[int | str] | None = None,
         intensity_g_per_kwh: float | None = None,
+        intensity_provider: str | None = None,
         output_dir: str | os.PathLike[str] | None | object = ...,
         count_cpu: bool = True,
         count_ram: bool = True,
@@ -147,12 +158,27 @@ class Tracker:
             intensity_g_per_kwh=intensity_g_per_kwh,
             env=env,
         )
+        self.errors = ErrorLog()
+        self.live: LiveIntensity | None = None
+        if intensity_provider is None:
+            intensity_provider = env.get(ENV_PROVIDER) or None
+            what = ENV_PROVIDER
+        else:
+            what = "intensity_provider"
+        if intensity_provider is not None and str(intensity_provider).strip():
+            from carbon_callbacks.intensity.live import make_live
+
+            self.live, self.intensity = make_live(
+                intensity_provider, self.intensity, env, errors=self.errors,
+                wall_clock=wall_clock, what=what,
+            )  # fmt: skip
+        elif intensity_provider is not None and what != ENV_PROVIDER:
+            raise ValueError(f"intensity_provider {intensity_provider!r} is empty: name a provider")
         if self.intensity.is_default:
             warnings.warn(_no_location_message(self.intensity), CarbonWarning, stacklevel=2)
         if output_dir is ...:
             output_dir = env.get(OUTPUT_DIR_ENV) or DEFAULT_OUTPUT_DIR
         self.output_dir = None if output_dir is None else Path(output_dir)  # type: ignore[arg-type]
-        self.errors = ErrorLog()
         self.errors.add_listener(self._journal_error)  # every warned failure is journaled
         self.reports: list[Any] = []
         self._poll_interval_s: float | None = None
@@ -186,6 +212,8 @@ class Tracker:
         self._run_methods: dict[Component, str] | None = None
         self._run_node_meters: int | None = None
         self._lap_kind = "epoch"
+        self._priced: list[tuple[int, str, Measurement]] = []  # laps to re-price (live only)
+        self.corrections: list[tuple[int, Measurement, Measurement]] = []
         self._reset_totals()
 
     # -- set-up --------------------------------------------------------------------------
@@ -467,6 +495,10 @@ class Tracker:
         self._lap_start = now
         self._lap_wall_start = self._wall_clock()
         self._open_journal()
+        self._priced, self.corrections = [], []
+        if self.live is not None and (self._reducer is None or self.output_dir is not None):
+            # Under distributed training only the rank that logs fetches (one request a run).
+            self.live.start(self._lap_wall_start, self.output_dir)
         if self._poll_interval_s:
             self._guard = _PollThread(self, self._poll_interval_s)
             self._guard.start()
@@ -522,7 +554,10 @@ class Tracker:
         self._lap_start = now
         self._lap_wall_start = wall
         self._totals = m if self._totals is None else self._totals + m
-        self._write_lap(m, "interrupted" if interrupted else self._lap_kind)
+        kind = "interrupted" if interrupted else self._lap_kind
+        if self.live is not None:
+            self._priced.append((self.lap_count, kind, m))
+        self._write_lap(m, kind)
         return m
 
     def peek(self) -> Measurement:
@@ -600,6 +635,8 @@ class Tracker:
         if self._guard is not None:
             self._guard.stop()
             self._guard = None
+        if self.live is not None and self.live.running:
+            self._reprice()
         totals = self.totals
         assert totals is not None
         if self._journal is not None:
@@ -612,6 +649,8 @@ class Tracker:
         """Stop if running and release sensor handles and threads."""
         if self._running:
             self.stop()
+        if self.live is not None:
+            self.live.stop()
         for sensor in self._sensors.values():
             sensor.close()
         self._node.close()
@@ -774,8 +813,12 @@ class Tracker:
             it_kwh, bounds = share.kwh, (share.low_kwh, share.high_kwh)
         pue = self.pue
         facility_kwh = it_kwh * pue
-        intensity = self.intensity
-        g_per_kg = intensity.g_per_kwh / G_PER_KG
+        if self.live is not None and self.live.running:
+            g, source, year, basis = self.live.price(wall_start, wall_end)
+        else:
+            i = self.intensity
+            g, source, year, basis = i.g_per_kwh, i.source, i.year, i.basis
+        g_per_kg = g / G_PER_KG
         methods = self._run_methods or self._methods
         low_kwh, high_kwh = bounds[0] * pue, bounds[1] * pue
         return Measurement(
@@ -787,15 +830,15 @@ class Tracker:
             gpu_energy_kwh=gpu,
             ram_energy_kwh=ram,
             emissions_kg=facility_kwh * g_per_kg,
-            intensity_g_per_kwh=intensity.g_per_kwh,
-            intensity_source=intensity.source,
-            intensity_year=intensity.year,
+            intensity_g_per_kwh=g,
+            intensity_source=source,
+            intensity_year=year,
             pue=pue,
             cpu_method=methods["cpu"],
             gpu_method=methods["gpu"],
             ram_method=methods["ram"],
             errors=tuple(errors),
-            intensity_basis=intensity.basis,
+            intensity_basis=basis,
             energy_kwh_low=min(low_kwh, facility_kwh),
             energy_kwh_high=max(high_kwh, facility_kwh),
             emissions_kg_low=min(low_kwh, facility_kwh) * g_per_kg,
@@ -803,6 +846,20 @@ class Tracker:
             node_method=node_method(share.meters, max(self.nodes, 1)) if share else "none",
             node_energy_kwh=share.meter_kwh if share else None,
         )
+
+    def _reprice(self) -> None:
+        """Price the run's laps again with what the provider has published by now (at most
+        `live.SETTLE_WAIT_S` of waiting); journal each change, rebuild the totals."""
+        from carbon_callbacks.intensity.reprice import reprice_laps
+
+        assert self.live is not None
+        totals, self.corrections, records = reprice_laps(self.live, self._priced, self.run_id)
+        if totals is not None:
+            self._totals = totals
+        if self._journal is not None:
+            for record in records:
+                self._append(record)
+        self.live.stop()
 
     def _open_journal(self) -> None:
         self._journal_path = None
@@ -828,6 +885,7 @@ class Tracker:
                 "intensity_basis": self.intensity.basis,
                 "intensity_kind": self.intensity.kind,
                 "location": self.intensity.location,
+                "intensity_provider": None if self.live is None else self.live.spec,
                 "pue": self.pue,
                 "methods": dict(self.methods),
             }

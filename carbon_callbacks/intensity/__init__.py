@@ -8,6 +8,12 @@ regions (GCP: Google's direct figures). Every `Intensity` says its ``basis``, an
 ``source`` says how it differs from the country figures when it does. Everything loads
 lazily on the first lookup and is cached; nothing here touches the network.
 
+Live providers (opt-in, ``Tracker(intensity_provider=...)``) live in their own modules,
+imported only when one is named: `providers` (names, specs, the shared base),
+`electricitymaps`, `carbonintensity_uk`, `energidataservice`, `watttime`; `series` (time
+weighting, the best window), `live` (the fetch thread and the pricing of laps), `cache`,
+`reprice` (``carbon-callbacks sync``).
+
 Example:
     >>> from carbon_callbacks.intensity import resolve
     >>> resolve(country="FR").kind

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import calendar
 from pathlib import Path
 from typing import Any
 
@@ -20,6 +21,9 @@ from torch.utils.data import DataLoader, TensorDataset  # noqa: E402
 
 from carbon_callbacks.integrations.lightning import CarbonCallback  # noqa: E402
 from carbon_callbacks.journal import read_journal  # noqa: E402
+from tests.fakes.clock import FakeClock  # noqa: E402
+from tests.fakes.replay import ReplayServer  # noqa: E402
+from tests.integrations.conftest import TRACKER_KWARGS  # noqa: E402
 
 pytestmark = [
     # torch 2.13 deprecates LeafSpec, which Lightning 2.6.6 still builds.
@@ -373,3 +377,39 @@ def test_a_checkpoint_inside_an_epoch_saves_the_totals_as_of_then(
     # Every optimizer step of the run counted once: 600 J each, before and after the resume.
     expected = trainer.global_step * WATTS * STEP_S / 3.6e6
     assert second.session.totals.energy_kwh == pytest.approx(expected, rel=1e-12)
+
+
+class AdvanceWall(pl.Callback):
+    """Each epoch takes one hour of the tracker's (fake) wall clock."""
+
+    def __init__(self, wall: FakeClock) -> None:
+        self.wall = wall
+
+    def on_train_epoch_start(self, trainer: Any, pl_module: Any) -> None:
+        self.wall.advance(3600.0)
+
+
+def test_live_intensity_moves_per_epoch_with_the_served_hours(
+    sqlite_uri: str, tmp_path: Path, replay: ReplayServer
+) -> None:
+    wall = FakeClock(calendar.timegm((2026, 3, 2, 10, 30, 0)))
+    kwargs = {
+        **{k: v for k, v in TRACKER_KWARGS.items() if k != "intensity_g_per_kwh"},
+        "country": "FR",
+        "intensity_provider": "electricitymaps",
+        "wall_clock": wall,
+        "output_dir": tmp_path / "journal",
+    }
+    logger = MLFlowLogger(experiment_name="live-intensity", tracking_uri=sqlite_uri)
+    make_trainer(tmp_path, logger, [AdvanceWall(wall), CarbonCallback(**kwargs)], 3).fit(
+        TinyModel()
+    )
+    assert logger.run_id is not None
+    client = MlflowClient(sqlite_uri)
+    history = client.get_metric_history(logger.run_id, "carbon/intensity_g_per_kwh")
+    # Epochs 10:30-11:30, 11:30-12:30, 12:30-13:30 over the replayed hours 60, 80, 30, 25:
+    assert sorted((m.step, m.value) for m in history) == [(0, 70.0), (1, 55.0), (2, 27.5)]
+    tags = client.get_run(logger.run_id).data.tags
+    assert tags["carbon.intensity_provider"] == "electricitymaps:FR"
+    assert tags["carbon.intensity_basis"] == "life-cycle"
+    assert tags["carbon.intensity_source"].startswith("Electricity Maps FR hourly (live;")
