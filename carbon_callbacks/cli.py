@@ -37,7 +37,7 @@ DELEGATED = {
     ),
     "sync": (
         "carbon_callbacks.sync",
-        "send journaled metrics that did not reach MLflow/Comet (server down) to their runs",
+        "send journaled metrics that did not reach MLflow/Comet/W&B (server down) to their runs",
     ),
 }
 
