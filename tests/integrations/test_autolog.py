@@ -89,6 +89,17 @@ def test_autolog_adds_one_callback_to_each_lightning_trainer(
     assert carbon_callbacks_of(plain.callbacks, cls) == []
 
 
+def test_autolog_also_patches_the_pytorch_lightning_package(
+    autologged: dict[str, Any], tmp_path: Path
+) -> None:
+    # Imported now (through the hook) or earlier in the session (patched at autolog()).
+    pytorch_lightning = pytest.importorskip("pytorch_lightning")
+    assert "pytorch_lightning.trainer.trainer.Trainer.__init__" in PATCHER.patched()
+    trainer = pytorch_lightning.Trainer(logger=False, default_root_dir=tmp_path)
+    callbacks = carbon_callbacks_of(trainer.callbacks, lightning_integration.CarbonCallback)
+    assert len(callbacks) == 1
+
+
 def test_autolog_adds_one_callback_to_each_hf_trainer(
     autologged: dict[str, Any], tmp_path: Path
 ) -> None:
