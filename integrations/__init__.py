@@ -2,10 +2,11 @@
 
 Each module imports its framework and nothing more: `lightning`, `transformers` and `keras`
 hold one `CarbonCallback` each; `mlflow` holds `MlflowSink`, `comet` holds `CometSink`,
-`wandb` holds `WandbSink`; `loggers` (any Lightning logger) and `tensorboard` (HF
-``report_to=["tensorboard"]``) hold the sinks that write on the training thread. This package
-itself imports no framework; it holds what the callbacks share (argument checks, run
-discovery: a tracking client is imported only when the user's run is one of its runs).
+`wandb` holds `WandbSink`; `loggers` (`LoggerSink`: any other Lightning logger) and
+`tensorboard` (`TensorBoardSink`: HF ``report_to=["tensorboard"]``) hold the sinks of local
+files, which are not journal-backed. This package itself imports no framework; it holds what
+the callbacks share (argument checks, run discovery: a tracking client is imported only when
+the user's run is one of its runs).
 """
 
 from __future__ import annotations

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import json
 import struct
+import time
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -30,6 +31,7 @@ class OfflineRun:
     summary: dict[str, Any] = field(default_factory=dict)  # the last value of each key
     config: dict[str, Any] = field(default_factory=dict)
     metrics: list[Any] = field(default_factory=list)  # MetricRecord (define_metric)
+    finished: bool = False  # the file ends with the run's exit record
 
     def series(self, key: str, step: str = "carbon/epoch") -> list[tuple[Any, Any]]:
         """``(row[step], row[key])`` for every history row holding `key`."""
@@ -68,8 +70,20 @@ def _key(item: Any) -> str:
     return str(item.key) if item.key else "/".join(item.nested_key)
 
 
-def read_run(path: Path) -> OfflineRun:
-    """Decode the history rows, summary updates, config updates and metric definitions."""
+def read_run(path: Path, timeout_s: float = 30.0) -> OfflineRun:
+    """Decode the history rows, summary updates, config updates and metric definitions, once
+    the file holds the run's exit record: W&B's service writes the file on its own schedule,
+    and ``run.finish()`` may return before the last records are on disk (seen on a loaded
+    machine). After `timeout_s` seconds, what is there."""
+    deadline = time.monotonic() + timeout_s
+    while True:
+        run = _decode(path)
+        if run.finished or time.monotonic() > deadline:
+            return run
+        time.sleep(0.1)
+
+
+def _decode(path: Path) -> OfflineRun:
     run = OfflineRun()
     for record in records(path):
         kind = record.WhichOneof("record_type")
@@ -87,6 +101,8 @@ def read_run(path: Path) -> OfflineRun:
                 run.config[_key(item)] = json.loads(item.value_json)
         elif kind == "metric":
             run.metrics.append(record.metric)
+        elif kind == "exit":
+            run.finished = True
     return run
 
 
