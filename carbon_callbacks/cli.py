@@ -1,4 +1,5 @@
-"""The ``carbon-callbacks`` command: detect, run, and the delegated commands below."""
+"""The ``carbon-callbacks`` command: detect, run (``--autolog``), and the delegated commands
+below."""
 
 from __future__ import annotations
 
@@ -41,7 +42,7 @@ DELEGATED = {
     ),
     "sync": (
         "carbon_callbacks.sync",
-        "send journaled metrics that did not reach MLflow/Comet (server down) to their runs",
+        "send journaled metrics that did not reach MLflow/Comet/W&B (server down) to their runs",
     ),
     "when": (
         "carbon_callbacks.when",
@@ -106,6 +107,13 @@ def build_parser() -> argparse.ArgumentParser:
     )
     _add_location_args(p)
     p.add_argument("--output-dir", help="journal folder (default ./carbon_runs)")
+    p.add_argument(
+        "--autolog",
+        action="store_true",
+        help="measure per epoch instead: add a CarbonCallback to every Lightning/HF Trainer "
+        "and Keras fit in the command's Python processes (no code change), logging into the "
+        "script's own MLflow/Comet/W&B run and loggers",
+    )
     p.add_argument(
         "--interval", type=float, default=60.0, help="seconds between journal laps (default 60)"
     )
@@ -216,6 +224,8 @@ def _run(args: argparse.Namespace, parser: argparse.ArgumentParser) -> int:
     kwargs = _tracker_kwargs(args)
     if args.output_dir:
         kwargs["output_dir"] = args.output_dir
+    if args.autolog:
+        return _run_autolog(cmd, kwargs)
     tracker = Tracker(**kwargs)
     tracker.start()
     try:
@@ -255,6 +265,49 @@ def _run(args: argparse.Namespace, parser: argparse.ArgumentParser) -> int:
     print(summary(totals, equivalents(totals), title="carbon-callbacks run"), file=sys.stderr)
     if tracker.journal_path is not None:
         print(f"  journal: {tracker.journal_path}", file=sys.stderr)
+    return code if code >= 0 else 128 - code
+
+
+def _run_autolog(cmd: list[str], kwargs: dict[str, Any]) -> int:
+    """Run `cmd` with autolog in its Python processes; this process measures nothing itself
+    (the callbacks do, per epoch, on global rank 0: one writer). Returns its exit status."""
+    import os
+    from pathlib import Path
+
+    from carbon_callbacks.autologging import checked_config, child_environment
+    from carbon_callbacks.tracker import DEFAULT_OUTPUT_DIR, OUTPUT_DIR_ENV
+
+    config = {k: v for k, v in kwargs.items() if v is not None}
+    out = Path(config.get("output_dir") or os.environ.get(OUTPUT_DIR_ENV) or DEFAULT_OUTPUT_DIR)
+    config["output_dir"] = str(out.resolve())  # the same folder if the command changes dir
+    config = checked_config(**config)  # raises here; its warnings are shown once, here
+    started = time.time()
+    try:
+        child = subprocess.Popen(cmd, env=child_environment(config, os.environ))
+    except OSError as exc:
+        print(f"carbon-callbacks: cannot start {cmd[0]!r}: {exc}", file=sys.stderr)
+        return 127
+
+    def forward(signum: int, frame: FrameType | None) -> None:
+        child.send_signal(signum)
+
+    previous = {s: signal.signal(s, forward) for s in (signal.SIGINT, signal.SIGTERM)}
+    try:
+        code = child.wait()
+    finally:
+        for s, handler in previous.items():
+            signal.signal(s, handler)
+    journals = sorted(
+        p for p in out.glob("*.jsonl") if p.is_file() and p.stat().st_mtime >= started - 1
+    )
+    for journal in journals:
+        print(f"carbon-callbacks run --autolog: journal {journal}", file=sys.stderr)
+    if not journals:
+        print(
+            "carbon-callbacks run --autolog: no Lightning, Hugging Face or Keras training wrote "
+            f"a journal in {out} (run without --autolog to measure the command as a whole)",
+            file=sys.stderr,
+        )
     return code if code >= 0 else 128 - code
 
 

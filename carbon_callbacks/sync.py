@@ -39,6 +39,7 @@ __all__ = ["SinkSync", "journal_files", "main", "pending", "sync_journal"]
 SENDERS = {
     "mlflow": "carbon_callbacks.integrations.mlflow",
     "comet": "carbon_callbacks.integrations.comet",
+    "wandb": "carbon_callbacks.integrations.wandb",
 }
 # For this command only, when the user has not set them: a dead server fails in seconds,
 # not after MLflow's default ~4 minutes of retries per request.
@@ -81,6 +82,9 @@ class SinkSync:
             return f"Comet experiment {t.get('experiment_key')}" + (
                 offline if t.get("offline_directory") else ""
             )
+        if t.get("kind") == "wandb":
+            offline = f" (offline, in {t['offline_directory']})"
+            return f"W&B run {t.get('run')}" + (offline if t.get("offline_directory") else "")
         return f"{t.get('kind')} sink {self.sink}"
 
     def describe(self) -> str:
@@ -172,7 +176,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser = argparse.ArgumentParser(
         prog="carbon-callbacks sync",
         description=(
-            "Send the carbon metrics and tags that did not reach MLflow or Comet during "
+            "Send the carbon metrics and tags that did not reach MLflow, Comet or W&B during "
             "training (server down, process killed) from the local journals to the runs "
             "they belong to. Idempotent: running it again sends nothing twice."
         ),

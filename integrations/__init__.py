@@ -1,9 +1,12 @@
 """Framework callbacks and tracker sinks.
 
 Each module imports its framework and nothing more: `lightning`, `transformers` and `keras`
-hold one `CarbonCallback` each; `mlflow` holds `MlflowSink`, `comet` holds `CometSink`. This
-package itself imports no framework; it holds what the callbacks share (argument checks, run
-discovery: a tracking client is imported only when the user's run is one of its runs).
+hold one `CarbonCallback` each; `mlflow` holds `MlflowSink`, `comet` holds `CometSink`,
+`wandb` holds `WandbSink`; `loggers` (`LoggerSink`: any other Lightning logger) and
+`tensorboard` (`TensorBoardSink`: HF ``report_to=["tensorboard"]``) hold the sinks of local
+files, which are not journal-backed. This package itself imports no framework; it holds what
+the callbacks share (argument checks, run discovery: a tracking client is imported only when
+the user's run is one of its runs).
 """
 
 from __future__ import annotations
@@ -21,6 +24,7 @@ from carbon_callbacks.tracker import Tracker
 if TYPE_CHECKING:
     from carbon_callbacks.integrations.comet import CometSink
     from carbon_callbacks.integrations.mlflow import MlflowSink
+    from carbon_callbacks.integrations.wandb import WandbSink
 
 logger = logging.getLogger(__name__)
 
@@ -140,9 +144,27 @@ def active_comet_sink() -> CometSink | None:
     return running_experiment_sink()
 
 
+def wandb_sink(run: Any) -> WandbSink:
+    """A `WandbSink` (imports wandb: call only when the user's run is a W&B one)."""
+    from carbon_callbacks.integrations.wandb import WandbSink
+
+    return WandbSink(run)
+
+
+def active_wandb_sink() -> WandbSink | None:
+    """A sink for ``wandb.run``, if the user imported wandb and started a run
+    (``wandb.init()``, Lightning's `WandbLogger`, or HF ``report_to=["wandb"]``)."""
+    if "wandb" not in sys.modules:  # nobody started a run without importing wandb
+        return None
+    from carbon_callbacks.integrations.wandb import active_run_sink
+
+    return active_run_sink()
+
+
 def active_sinks() -> list[Sink]:
-    """Sinks for the active MLflow run and the running Comet experiment (either, both, none)."""
-    found = [active_mlflow_sink(), active_comet_sink()]
+    """Sinks for the active MLflow run, the running Comet experiment and the active W&B run
+    (any of them, or none)."""
+    found = [active_mlflow_sink(), active_comet_sink(), active_wandb_sink()]
     return [sink for sink in found if sink is not None]
 
 
@@ -163,7 +185,8 @@ def report_found(framework: str, sinks: Sequence[Sink]) -> None:
         logger.info("carbon-callbacks (%s): logging to %s", framework, ", ".join(map(repr, sinks)))
     else:
         logger.info(
-            "carbon-callbacks (%s): no MLflow run or Comet experiment found; the journal and "
-            "summary only (start a run or experiment, or pass sinks=[...] to log metrics)",
+            "carbon-callbacks (%s): no MLflow run, Comet experiment, W&B run or logger found; "
+            "the journal and summary only (start a run or experiment, or pass sinks=[...] to "
+            "log metrics)",
             framework,
         )

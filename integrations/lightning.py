@@ -12,12 +12,15 @@ from typing import TYPE_CHECKING, Any
 from carbon_callbacks.distributed import apply_roles, roles_from_lightning
 from carbon_callbacks.integrations import (
     SessionCallback,
+    active_wandb_sink,
     comet_sink,
     find_sinks_safely,
     install_hint,
     mlflow_sink,
     report_found,
+    wandb_sink,
 )
+from carbon_callbacks.integrations.loggers import LoggerSink
 
 try:
     from lightning.pytorch.callbacks import Callback
@@ -44,9 +47,11 @@ class CarbonCallback(SessionCallback, Callback):
 
     Args:
         tracker: a ready `carbon_callbacks.Tracker`; or pass its keyword arguments instead.
-        sinks: ``"auto"`` (default): log to the run of an `MLFlowLogger` and the experiment
-            of a `CometLogger` in ``trainer.loggers``; a list of sinks; or None for the
-            journal and summary only.
+        sinks: ``"auto"`` (default): log to the run of an `MLFlowLogger`, the experiment of
+            a `CometLogger` and the run of a `WandbLogger` (or the active ``wandb.run``) in
+            ``trainer.loggers``, and through ``log_metrics`` / ``log_hyperparams`` to every
+            other logger (`CSVLogger`, `TensorBoardLogger`...); a list of sinks; or None for
+            the journal and summary only.
         summary: print the end-of-training summary (it is logged at INFO anyway).
         **tracker_kwargs: `Tracker` arguments: ``country="FR"``, ``pue=1.2``,
             ``cpu_power_w=50`` (W), ``output_dir=...``, ...
@@ -153,18 +158,34 @@ def _types(module_a: str, module_b: str, name: str) -> tuple[type, ...]:
 
 
 def _find_sinks(trainer: Any) -> list[Sink]:
-    """One sink per `MLFlowLogger` (the run it logs to) and `CometLogger` (its experiment)."""
+    """One sink per logger: an `MlflowSink` for an `MLFlowLogger` (the run it logs to), a
+    `CometSink` for a `CometLogger` (its experiment), a `WandbSink` for a `WandbLogger` (its
+    run), a `LoggerSink` for any other; plus a `WandbSink` for an active ``wandb.run`` that no
+    `WandbLogger` logs to. Each run gets each value once."""
     mlflow_types = _types(*_LOGGERS, "MLFlowLogger")
     comet_types = _types(*_LOGGERS, "CometLogger")
+    wandb_types = _types(*_LOGGERS, "WandbLogger")
+    tensorboard_types = _types(*_LOGGERS, "TensorBoardLogger")
     sinks: list[Sink] = []
+    wandb_runs: set[str] = set()
     for logger in getattr(trainer, "loggers", []):
         sink: Sink | None = None
         if mlflow_types and isinstance(logger, mlflow_types):
             sink = _logger_sink(logger)
         elif comet_types and isinstance(logger, comet_types):
             sink = comet_sink(logger.experiment)  # creates the experiment if not yet
+        elif wandb_types and isinstance(logger, wandb_types):
+            found = wandb_sink(logger.experiment)  # starts the run if not yet
+            wandb_runs.add(found.run_id)
+            sink = found
+        else:  # TensorBoard's writer takes values from any thread; the others, not always
+            threaded = bool(tensorboard_types) and isinstance(logger, tensorboard_types)
+            sink = LoggerSink(logger, background=threaded)
         if sink is not None:
             sinks.append(sink)
+    active = active_wandb_sink()
+    if active is not None and active.run_id not in wandb_runs:
+        sinks.append(active)
     return sinks
 
 

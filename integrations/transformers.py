@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import math
+import os
 from typing import TYPE_CHECKING, Any
 
 from carbon_callbacks.distributed import apply_roles, roles_from_transformers
@@ -46,8 +47,12 @@ class CarbonCallback(SessionCallback, TrainerCallback, ExportableState):
     Args:
         tracker: a ready `carbon_callbacks.Tracker`; or pass its keyword arguments instead.
         sinks: ``"auto"`` (default): the MLflow run active when training begins (the one
-            ``report_to=["mlflow"]`` opened, or the user's own) and/or the running Comet
-            experiment (``report_to=["comet_ml"]``); a list of sinks; or None.
+            ``report_to=["mlflow"]`` opened, or the user's own), the running Comet
+            experiment (``report_to=["comet_ml"]``) and the active W&B run
+            (``report_to=["wandb"]``, or the user's ``wandb.init()``), any of them; with
+            ``report_to`` naming ``tensorboard``, a TensorBoard run ``<HF's run>/carbon``
+            next to HF's (see `carbon_callbacks.integrations.tensorboard`); a list of
+            sinks; or None.
         summary: print the end-of-training summary (it is logged at INFO anyway).
         **tracker_kwargs: `Tracker` arguments: ``country="FR"``, ``pue=1.2``, ...
 
@@ -81,6 +86,8 @@ class CarbonCallback(SessionCallback, TrainerCallback, ExportableState):
         sinks = None
         if self._auto and zero:
             sinks = find_sinks_safely(self.tracker, _find_sinks)
+            if "tensorboard" in (getattr(args, "report_to", None) or ()):
+                sinks += find_sinks_safely(self.tracker, lambda: [_tensorboard_sink(args)])
             report_found("transformers", sinks)
         epochs = getattr(state, "num_train_epochs", None)
         limit = "max_steps" if int(getattr(args, "max_steps", -1) or -1) > 0 else None
@@ -169,4 +176,10 @@ def epoch_index(epoch: float | None) -> int:
 
 
 def _find_sinks() -> list[Sink]:
-    return active_sinks()  # the active MLflow run and/or the running Comet experiment
+    return active_sinks()  # the active MLflow run, Comet experiment and W&B run
+
+
+def _tensorboard_sink(args: Any) -> Sink:
+    from carbon_callbacks.integrations.tensorboard import TensorBoardSink, hf_tensorboard_dir
+
+    return TensorBoardSink(hf_tensorboard_dir(args.output_dir, os.environ))

@@ -28,6 +28,10 @@ os.environ.setdefault("COMET_DISABLE_AUTO_LOGGING", "1")
 # imported, Comet reports its own errors online, unless told not to.
 os.environ.setdefault("MLFLOW_DISABLE_TELEMETRY", "true")
 os.environ.setdefault("COMET_ERROR_TRACKING_ENABLE", "false")
+# W&B: never online, never reporting its own errors; `wandb_offline` sets the rest per test.
+os.environ.setdefault("WANDB_MODE", "offline")
+os.environ.setdefault("WANDB_ERROR_REPORTING", "false")
+os.environ.setdefault("WANDB_SILENT", "true")
 
 SERVER_URI_ENV = "CARBON_TEST_MLFLOW_SERVER_URI"
 
@@ -156,6 +160,40 @@ def check_carbon_run() -> CheckRun:
         return {**hist, "carbon/energy_kwh": energy, "carbon/emissions_kg": emissions}
 
     return check
+
+
+@pytest.fixture
+def wandb_offline(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Iterator[Path]:
+    """W&B in offline mode, everything it writes under ``tmp_path/wandb-home``; a base URL on
+    a closed port of 127.0.0.1, so that even a call that ignored the offline mode could not
+    leave the machine. Yields the ``WANDB_DIR`` (runs land in ``<it>/wandb/offline-run-*``).
+    Afterwards any run still active is finished and W&B is torn down (it reads its settings
+    from the environment once per process, at its first run)."""
+    home = tmp_path / "wandb-home"
+    home.mkdir()
+    for name, value in {
+        "WANDB_MODE": "offline",
+        "WANDB_DIR": str(home),
+        "WANDB_CONFIG_DIR": str(home / "config"),
+        "WANDB_CACHE_DIR": str(home / "cache"),
+        "WANDB_DATA_DIR": str(home / "data"),
+        "WANDB_ARTIFACT_DIR": str(home / "artifacts"),
+        "WANDB_BASE_URL": "http://127.0.0.1:9",
+        "WANDB_SILENT": "true",
+        "WANDB_ERROR_REPORTING": "false",
+        "WANDB_DISABLE_GIT": "true",
+        "WANDB_DISABLE_CODE": "true",
+        "WANDB_CONSOLE": "off",
+        "WANDB_PROJECT": "carbon-tests",
+    }.items():
+        monkeypatch.setenv(name, value)
+    import wandb
+
+    wandb.teardown()
+    yield home
+    if wandb.run is not None:
+        wandb.finish()
+    wandb.teardown()
 
 
 @pytest.fixture

@@ -91,6 +91,63 @@ def test_epoch_index_from_fractional_state_epoch(epoch: float | None, index: int
     assert epoch_index(epoch) == index
 
 
+def test_report_to_tensorboard_and_wandb_get_the_carbon_metrics(
+    tmp_path: Path, tracker_kwargs: dict[str, Any], wandb_offline: Path
+) -> None:
+    pytest.importorskip("tensorboard", reason="tensorboard is not installed")
+    pytest.importorskip("wandb", reason="wandb is not installed")
+    from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
+
+    from carbon_callbacks.integrations.tensorboard import TensorBoardSink
+    from carbon_callbacks.integrations.wandb import WandbSink
+    from tests.integrations.wandb_file import offline_runs, read_run
+
+    args = TrainingArguments(
+        output_dir=str(tmp_path / "out"),
+        num_train_epochs=3,
+        per_device_train_batch_size=8,
+        report_to=["tensorboard", "wandb"],
+        save_strategy="no",
+        logging_strategy="epoch",
+        use_cpu=True,
+        disable_tqdm=True,
+    )
+    callback = CarbonCallback(**tracker_kwargs)
+    trainer = Trainer(
+        model=tiny_bert(), args=args, train_dataset=RandomTokens(), callbacks=[callback]
+    )
+    trainer.train()
+    import wandb
+
+    wandb.finish()  # HF's WandbCallback leaves the run open after train()
+    sinks = callback.session.sinks
+    assert [type(s) for s in sinks] == [WandbSink, TensorBoardSink]
+    assert callback.tracker.errors.messages() == []
+    totals = callback.session.totals
+    assert totals is not None
+
+    # TensorBoard: a run "<HF's run>/carbon" next to the one HF's TensorBoardCallback wrote.
+    [hf_run] = [p.parent for p in (tmp_path / "out" / "runs").glob("*/events.out.tfevents.*")]
+    events = EventAccumulator(str(hf_run / "carbon"))
+    events.Reload()
+    scalars = events.Scalars("carbon/epoch_energy_kwh")
+    assert [e.step for e in scalars] == [0, 1, 2]
+    energy = events.Scalars("carbon/energy_kwh")
+    assert (energy[-1].step, energy[-1].value) == (3, pytest.approx(totals.energy_kwh, rel=1e-6))
+    [text] = events.Tensors("carbon.cpu_method/text_summary")  # the tags, as text
+    assert text.tensor_proto.string_val == [b"constant"]
+
+    # W&B: the run report_to=["wandb"] opened, on carbon/epoch; the same values.
+    [path] = offline_runs(wandb_offline)
+    run = read_run(path)
+    series = run.series("carbon/epoch_energy_kwh")
+    assert [step for step, _ in series] == [0, 1, 2]
+    assert [v for _, v in series] == pytest.approx([e.value for e in scalars], rel=1e-6)
+    assert run.summary["carbon/energy_kwh"] == totals.energy_kwh
+    assert run.config["carbon"]["cpu_method"] == "constant"
+    assert any("train/loss" in row for row in run.history)  # HF's own metrics, same run
+
+
 # -- exact figures: a clock driven by the Trainer's own counters --------------------------------
 
 STEP_S, EVAL_BATCH_S = 10.0, 3.0
