@@ -16,7 +16,7 @@ from typing import Any
 
 import torch
 import torch.distributed as dist
-from common import CALLBACK_KWARGS, STEP_S, write_report
+from common import CALLBACK_KWARGS, STEP_S, leave, write_report
 from transformers import (
     BertConfig,
     BertForSequenceClassification,
@@ -73,6 +73,7 @@ def main(out: Path) -> None:
     if dist.is_initialized():  # neither rank tears gloo down while the other still uses it
         dist.barrier()
         dist.destroy_process_group()
+    leave()
 
 
 if __name__ == "__main__":

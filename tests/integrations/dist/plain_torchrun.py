@@ -19,7 +19,7 @@ from pathlib import Path
 
 import torch
 import torch.distributed as dist
-from common import CALLBACK_KWARGS, STEP_S
+from common import CALLBACK_KWARGS, STEP_S, leave
 
 from carbon_callbacks import Tracker
 from carbon_callbacks.distributed import apply_roles, roles_from_env
@@ -70,6 +70,7 @@ def main(out: Path) -> None:
     (out / f"rank{roles.global_rank}.json").write_text(json.dumps(report, indent=1))
     dist.barrier()  # neither rank tears gloo down while the other still uses it
     dist.destroy_process_group()
+    leave()
 
 
 if __name__ == "__main__":
