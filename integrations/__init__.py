@@ -41,13 +41,17 @@ def make_session(
     sinks: SinksArg,
     *,
     summary: bool = True,
+    artifacts: bool = True,
 ) -> CarbonSession:
     """Build the session of a callback from its arguments (configuration errors raise here).
 
     Raises:
         ValueError: both `tracker` and Tracker keyword arguments, or a bad `sinks` value.
-        TypeError: `tracker` is not a `Tracker`, or a sink lacks the `Sink` methods.
+        TypeError: `tracker` is not a `Tracker`, a sink lacks the `Sink` methods, or
+            `artifacts` is not a bool.
     """
+    if not isinstance(artifacts, bool):
+        raise TypeError(f"artifacts must be True or False, got {artifacts!r}")
     if tracker is not None:
         if tracker_kwargs:
             raise ValueError(
@@ -63,7 +67,7 @@ def make_session(
             tracker = Tracker(**tracker_kwargs)
         for w in caught:
             warnings.warn(w.message, w.category, stacklevel=3)
-    return CarbonSession(tracker, check_sinks(sinks), summary=summary)
+    return CarbonSession(tracker, check_sinks(sinks), summary=summary, artifacts=artifacts)
 
 
 class SessionCallback:
@@ -78,11 +82,14 @@ class SessionCallback:
         tracker: Tracker | None = None,
         sinks: SinksArg = "auto",
         summary: bool = True,
+        artifacts: bool = True,
         **tracker_kwargs: Any,
     ) -> None:
         super().__init__()
         self._auto = sinks == "auto"
-        self.session: CarbonSession = make_session(tracker, tracker_kwargs, sinks, summary=summary)
+        self.session: CarbonSession = make_session(
+            tracker, tracker_kwargs, sinks, summary=summary, artifacts=artifacts
+        )
 
     @property
     def tracker(self) -> Tracker:

@@ -3,7 +3,10 @@
 Works with `comet_ml.Experiment` (online) and `comet_ml.OfflineExperiment` (an archive to
 upload later with ``comet upload``), through public methods only: ``log_metrics(...,
 step=, epoch=)`` per epoch, the ``carbon.*`` tags as ``log_others`` plus a few Comet tags
-(``carbon-callbacks``, ``cpu:<method>``, ``gpu:<method>``, ``estimated``).
+(``carbon-callbacks``, ``cpu:<method>``, ``gpu:<method>``, ``estimated``), and, when
+training ends, ``carbon/summary.json`` and the per-epoch chart ``carbon/energy_per_epoch.png``
+(`carbon_callbacks.artifacts`) as assets (``log_asset_data``, overwriting: a resend writes
+them again, not twice).
 
 Delivery: a record counts as delivered once the experiment has accepted it; from there
 Comet's own client uploads it (online, it retries and falls back to an offline archive by
@@ -29,6 +32,7 @@ try:
 except ImportError as exc:  # pragma: no cover - depends on the environment
     raise ImportError(install_hint("comet", "Comet (comet_ml)")) from exc
 
+from carbon_callbacks.artifacts import artifact_files
 from carbon_callbacks.delivery import (
     DEFAULT_BACKOFF_S,
     DEFAULT_MAX_RETRIES,
@@ -40,7 +44,13 @@ from carbon_callbacks.delivery import (
 )
 from carbon_callbacks.errors import ErrorLog
 
-__all__ = ["COMET_TAG", "CometSink", "comet_tags", "resend", "running_experiment_sink"]
+__all__ = [
+    "COMET_TAG",
+    "CometSink",
+    "comet_tags",
+    "resend",
+    "running_experiment_sink",
+]
 
 COMET_TAG = "carbon-callbacks"
 _EXPERIMENT_METHODS = ("log_metrics", "log_others", "add_tags", "get_key")
@@ -135,6 +145,11 @@ class CometSink(BackgroundSink):
             "offline_directory": self.offline_directory,
         }
 
+    def log_artifacts(self, summary: Mapping[str, Any], *, key: str | None = None) -> None:
+        """Log ``carbon/summary.json`` and the chart made from `summary` as assets (from the
+        worker thread; never blocks)."""
+        self._put(Record("artifacts", self.run, dict(summary), key=key))
+
     def _send(self, records: Sequence[Record]) -> None:
         experiment = self.experiment
         if getattr(experiment, "ended", False):
@@ -175,7 +190,7 @@ def resend(
     mark: Mark,
     **_: Any,
 ) -> None:
-    """Send journal records (``"tags"``/``"metrics"``) into the Comet experiment of `target`.
+    """Send journal records (tags, metrics, artifacts) into the Comet experiment of `target`.
 
     Called by ``carbon-callbacks sync``. Online, the experiment is reopened with
     ``comet_ml.ExistingExperiment`` (the API key comes from Comet's configuration); offline,
@@ -216,6 +231,9 @@ def _log(experiment: Any, kind: str, data: Mapping[str, Any], step: int | None) 
     if kind == "tags":
         experiment.log_others(dict(data))
         experiment.add_tags(comet_tags(data))
+    elif kind == "artifacts":
+        for name, content in artifact_files(data).items():
+            experiment.log_asset_data(content, name=name, overwrite=True)
     else:
         experiment.log_metrics(dict(data), step=step, epoch=step)
 

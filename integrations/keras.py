@@ -41,6 +41,8 @@ class CarbonCallback(SessionCallback, keras.callbacks.Callback):  # type: ignore
             experiment (``comet_ml.get_running_experiment()``) active when training begins;
             a list of sinks; or None for the journal and summary only.
         summary: print the end-of-training summary (it is logged at INFO anyway).
+        artifacts: when training ends, store ``carbon/summary.json`` and the per-epoch chart
+            ``carbon/energy_per_epoch.png`` in the run (MLflow artifacts, Comet assets).
         **tracker_kwargs: `Tracker` arguments: ``country="FR"``, ``pue=1.2``, ...
 
     Raises:

@@ -48,6 +48,8 @@ class CarbonCallback(SessionCallback, Callback):
             of a `CometLogger` in ``trainer.loggers``; a list of sinks; or None for the
             journal and summary only.
         summary: print the end-of-training summary (it is logged at INFO anyway).
+        artifacts: when training ends, store ``carbon/summary.json`` and the per-epoch chart
+            ``carbon/energy_per_epoch.png`` in the run (MLflow artifacts, Comet assets).
         **tracker_kwargs: `Tracker` arguments: ``country="FR"``, ``pue=1.2``,
             ``cpu_power_w=50`` (W), ``output_dir=...``, ...
 

@@ -49,6 +49,8 @@ class CarbonCallback(SessionCallback, TrainerCallback, ExportableState):
             ``report_to=["mlflow"]`` opened, or the user's own) and/or the running Comet
             experiment (``report_to=["comet_ml"]``); a list of sinks; or None.
         summary: print the end-of-training summary (it is logged at INFO anyway).
+        artifacts: when training ends, store ``carbon/summary.json`` and the per-epoch chart
+            ``carbon/energy_per_epoch.png`` in the run (MLflow artifacts, Comet assets).
         **tracker_kwargs: `Tracker` arguments: ``country="FR"``, ``pue=1.2``, ...
 
     Raises:

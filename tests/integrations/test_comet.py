@@ -3,8 +3,9 @@ running experiment, each 3 epochs into an offline archive that is then read back
 resend by ``carbon-callbacks sync`` into an ``ExistingOfflineExperiment``.
 
 Offline archives (``<key>.zip``) hold ``messages.json`` (JSON lines: ``metric_msg`` with
-``metricName``, ``metricValue``, ``step``, ``epoch``; ``log_other`` with ``key``/``value``)
-and ``experiment.json`` (the tags). No network: a dummy API key, error tracking off.
+``metricName``, ``metricValue``, ``step``, ``epoch``; ``log_other`` with ``key``/``value``;
+``file_upload`` with the asset's ``fileName`` and its ``file_path`` in the archive) and
+``experiment.json`` (the tags). No network: a dummy API key, error tracking off.
 """
 
 from __future__ import annotations
@@ -24,10 +25,11 @@ pytest.importorskip("comet_ml", reason="comet_ml is not installed")
 
 import comet_ml  # noqa: E402
 
+from carbon_callbacks.artifacts import CHART_FILE, SUMMARY_FILE  # noqa: E402
 from carbon_callbacks.integrations.comet import COMET_TAG, CometSink  # noqa: E402
 from carbon_callbacks.journal import read_journal  # noqa: E402
 from carbon_callbacks.sync import main as sync_main  # noqa: E402
-from tests.integrations.conftest import CONTRACT_TAGS, EPOCH_KEYS  # noqa: E402
+from tests.integrations.conftest import CONTRACT_TAGS, EPOCH_KEYS, PNG_MAGIC  # noqa: E402
 
 DUMMY_KEY = "carbonTestKey0123456789abcdefXYZ"
 # Small, fast archives: only what the test logs.
@@ -95,6 +97,19 @@ def read_archive(path: Path) -> tuple[dict[str, Any], list[dict[str, Any]]]:
     return experiment, messages
 
 
+def assets_of(path: Path) -> dict[str, bytes]:
+    """The assets of an archive by name (the last one logged under each name)."""
+    assets = {}
+    with zipfile.ZipFile(path) as zf:
+        for line in zf.read("messages.json").splitlines():
+            message = json.loads(line) if line else {}
+            if message.get("type") == "file_upload":
+                payload = message["payload"]
+                name = payload["additional_params"]["fileName"]
+                assets[name] = zf.read(payload["file_path"])
+    return assets
+
+
 def the_archive(directory: Path) -> Path:
     archives = sorted(directory.glob("*.zip"))
     assert len(archives) == 1, archives
@@ -135,6 +150,15 @@ def check_archive(path: Path, epochs: int = 3) -> dict[str, Any]:
     assert not missing, f"contract tags missing from log_others: {missing}"
     assert others["carbon.cpu_method"] == "constant"
     assert {COMET_TAG, "cpu:constant", "estimated"} <= set(experiment["tags"])
+    # The end-of-training assets: the summary holds the run total and every epoch.
+    assets = assets_of(path)
+    assert sorted(assets) == sorted([SUMMARY_FILE, CHART_FILE])
+    summary = json.loads(assets[SUMMARY_FILE])
+    assert summary["totals"]["energy_kwh"] == energy[-1][2]
+    assert [(r["epoch"], r["energy_kwh"]) for r in summary["epochs"]] == [
+        (s, v) for s, _, v in metrics["carbon/epoch_energy_kwh"]
+    ]
+    assert assets[CHART_FILE].startswith(PNG_MAGIC)
     return {"experiment": experiment, "messages": messages, "metrics": metrics}
 
 
@@ -247,12 +271,19 @@ def test_records_an_ended_experiment_did_not_take_are_sent_by_sync(
 
     capsys.readouterr()
     assert sync_main([str(journal)]) == 0
-    assert "3 sent" in capsys.readouterr().out  # epoch 1, the totals, the advice tag
+    # epoch 1, the totals, the advice tag, the summary document (artifacts)
+    assert "4 sent" in capsys.readouterr().out
     resent = [p for p in directory.glob("*.zip") if p.name != f"{experiment.get_key()}.zip"]
     assert len(resent) == 1 and resent[0].name.startswith(experiment.get_key())
     second = metrics_of(read_archive(resent[0])[1])
     assert [s for s, _, _ in second["carbon/epoch_energy_kwh"]] == [1]
     assert [s for s, _, _ in second["carbon/energy_kwh"]] == [1, 2]
+    # The assets, made again from the journaled summary: both epochs, the run's total.
+    assets = assets_of(resent[0])
+    summary = json.loads(assets[SUMMARY_FILE])
+    assert [r["epoch"] for r in summary["epochs"]] == [0, 1]
+    assert summary["totals"]["energy_kwh"] == second["carbon/energy_kwh"][-1][2]
+    assert assets[CHART_FILE].startswith(PNG_MAGIC)
     assert sync_main([str(journal)]) == 0
     assert "up to date" in capsys.readouterr().out
     assert len(list(directory.glob("*.zip"))) == 2  # the second sync wrote nothing
