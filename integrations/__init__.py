@@ -147,9 +147,10 @@ def active_comet_sink() -> CometSink | None:
     return running_experiment_sink()
 
 
-def active_sinks() -> list[Sink]:
-    """Sinks for the active MLflow run and the running Comet experiment (either, both, none)."""
-    found = [active_mlflow_sink(), active_comet_sink()]
+def active_sinks(*, mlflow: bool = True, comet: bool = True) -> list[Sink]:
+    """Sinks for the active MLflow run and the running Comet experiment (either, both, none);
+    `mlflow` / `comet` False: not looked for (the trainer has a logger of that kind)."""
+    found = [active_mlflow_sink() if mlflow else None, active_comet_sink() if comet else None]
     return [sink for sink in found if sink is not None]
 
 
@@ -165,12 +166,34 @@ def find_sinks_safely(tracker: Tracker, find: Callable[[], list[Sink]]) -> list[
 
 
 def report_found(framework: str, sinks: Sequence[Sink]) -> None:
-    """One INFO line on where the metrics go (or that they go to the journal only)."""
+    """One line on where the metrics go: INFO; or that they go to the journal only: a WARNING
+    when a tracking library is imported and set up (the user meant to log somewhere), INFO
+    otherwise."""
     if sinks:
         logger.info("carbon-callbacks (%s): logging to %s", framework, ", ".join(map(repr, sinks)))
-    else:
-        logger.info(
-            "carbon-callbacks (%s): no MLflow run or Comet experiment found; the journal and "
-            "summary only (start a run or experiment, or pass sinks=[...] to log metrics)",
-            framework,
-        )
+        return
+    set_up = tracking_set_up()
+    logger.log(
+        logging.WARNING if set_up else logging.INFO,
+        "carbon-callbacks (%s): no MLflow run or Comet experiment found%s; the carbon metrics "
+        "go to the journal and the summary only (start a run or experiment before training, "
+        "or pass sinks=[...])",
+        framework,
+        f" although {' and '.join(set_up)}" if set_up else "",
+    )
+
+
+def tracking_set_up() -> list[str]:
+    """What says the user meant to track this run: ``"mlflow has a tracking URI"`` when mlflow
+    is imported and its tracking URI is set (``MLFLOW_TRACKING_URI`` or ``set_tracking_uri``),
+    ``"comet_ml has an API key"`` when comet_ml is imported and has one. Imports neither."""
+    found = []
+    mlflow = sys.modules.get("mlflow")
+    is_set = getattr(mlflow, "is_tracking_uri_set", None)
+    if callable(is_set) and is_set():
+        found.append("mlflow has a tracking URI")
+    comet_ml = sys.modules.get("comet_ml")
+    get_api_key, get_config = (getattr(comet_ml, n, None) for n in ("get_api_key", "get_config"))
+    if callable(get_api_key) and callable(get_config) and get_api_key(None, get_config()):
+        found.append("comet_ml has an API key")
+    return found

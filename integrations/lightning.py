@@ -12,6 +12,7 @@ from typing import TYPE_CHECKING, Any
 from carbon_callbacks.distributed import apply_roles, roles_from_lightning
 from carbon_callbacks.integrations import (
     SessionCallback,
+    active_sinks,
     comet_sink,
     find_sinks_safely,
     install_hint,
@@ -45,8 +46,10 @@ class CarbonCallback(SessionCallback, Callback):
     Args:
         tracker: a ready `carbon_callbacks.Tracker`; or pass its keyword arguments instead.
         sinks: ``"auto"`` (default): log to the run of an `MLFlowLogger` and the experiment
-            of a `CometLogger` in ``trainer.loggers``; a list of sinks; or None for the
-            journal and summary only.
+            of a `CometLogger` in ``trainer.loggers``; without one, to the MLflow run active
+            when training starts (``mlflow.start_run()``, ``mlflow.pytorch.autolog()``) and
+            the Comet experiment you started; a list of sinks; or None for the journal and
+            summary only.
         summary: print the end-of-training summary (it is logged at INFO anyway).
         artifacts: when training ends, store ``carbon/summary.json`` and the per-epoch chart
             ``carbon/energy_per_epoch.png`` in the run (MLflow artifacts, Comet assets).
@@ -155,19 +158,23 @@ def _types(module_a: str, module_b: str, name: str) -> tuple[type, ...]:
 
 
 def _find_sinks(trainer: Any) -> list[Sink]:
-    """One sink per `MLFlowLogger` (the run it logs to) and `CometLogger` (its experiment)."""
+    """One sink per `MLFlowLogger` (the run it logs to) and `CometLogger` (its experiment);
+    for a kind with no logger, the active MLflow run or running Comet experiment, if any."""
     mlflow_types = _types(*_LOGGERS, "MLFlowLogger")
     comet_types = _types(*_LOGGERS, "CometLogger")
     sinks: list[Sink] = []
+    kinds = set()
     for logger in getattr(trainer, "loggers", []):
         sink: Sink | None = None
         if mlflow_types and isinstance(logger, mlflow_types):
-            sink = _logger_sink(logger)
+            sink, kind = _logger_sink(logger), "mlflow"
         elif comet_types and isinstance(logger, comet_types):
-            sink = comet_sink(logger.experiment)  # creates the experiment if not yet
+            sink, kind = comet_sink(logger.experiment), "comet"  # creates it if not yet
         if sink is not None:
             sinks.append(sink)
-    return sinks
+            kinds.add(kind)
+    active: list[Sink] = active_sinks(mlflow="mlflow" not in kinds, comet="comet" not in kinds)
+    return sinks + active
 
 
 def _logger_sink(logger: Any) -> Sink | None:
