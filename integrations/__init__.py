@@ -137,20 +137,29 @@ def comet_sink(experiment: Any) -> CometSink:
     return CometSink(experiment)
 
 
-def active_comet_sink() -> CometSink | None:
+def active_comet_sink(*, requested: bool = False) -> CometSink | None:
     """A sink for the running Comet experiment, if the user imported comet_ml and started one
-    (``comet_ml.start()``, an ``Experiment``, or HF ``report_to=["comet_ml"]``)."""
+    (``comet_ml.start()``, an ``Experiment``) or asked for one (`requested`: HF
+    ``report_to=["comet_ml"]``). An experiment that Comet's MLflow auto-logger made by itself
+    (comet_ml, imported before mlflow, mirrors each MLflow run) is taken only if `requested`.
+    """
     if "comet_ml" not in sys.modules:  # nobody started an experiment without importing it
         return None
     from carbon_callbacks.integrations.comet import running_experiment_sink
 
-    return running_experiment_sink()
+    return running_experiment_sink(requested=requested)
 
 
-def active_sinks(*, mlflow: bool = True, comet: bool = True) -> list[Sink]:
+def active_sinks(
+    *, mlflow: bool = True, comet: bool = True, comet_requested: bool = False
+) -> list[Sink]:
     """Sinks for the active MLflow run and the running Comet experiment (either, both, none);
-    `mlflow` / `comet` False: not looked for (the trainer has a logger of that kind)."""
-    found = [active_mlflow_sink() if mlflow else None, active_comet_sink() if comet else None]
+    `mlflow` / `comet` False: not looked for (the trainer has a logger of that kind);
+    `comet_requested`: the user's set-up asked for Comet (see `active_comet_sink`)."""
+    found = [
+        active_mlflow_sink() if mlflow else None,
+        active_comet_sink(requested=comet_requested) if comet else None,
+    ]
     return [sink for sink in found if sink is not None]
 
 

@@ -21,6 +21,7 @@ The API key is never read, stored or logged here: Comet reads it from its own co
 
 from __future__ import annotations
 
+import logging
 import os
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from typing import Any
@@ -48,9 +49,12 @@ __all__ = [
     "COMET_TAG",
     "CometSink",
     "comet_tags",
+    "made_by_mlflow_auto_logger",
     "resend",
     "running_experiment_sink",
 ]
+
+logger = logging.getLogger(__name__)
 
 COMET_TAG = "carbon-callbacks"
 _EXPERIMENT_METHODS = ("log_metrics", "log_others", "add_tags", "get_key")
@@ -173,12 +177,38 @@ def comet_tags(tags: Mapping[str, str]) -> list[str]:
     return out
 
 
-def running_experiment_sink() -> CometSink | None:
-    """A sink for ``comet_ml.get_running_experiment()``, or None when none is running."""
+def running_experiment_sink(*, requested: bool = False) -> CometSink | None:
+    """A sink for ``comet_ml.get_running_experiment()``, or None when none is running, or
+    when Comet's MLflow auto-logger made it and the user's set-up did not ask for Comet
+    (`requested` False): with comet_ml installed and imported first (Transformers imports it),
+    every MLflow run gets such an experiment, ended with the MLflow run, which the user never
+    asked for."""
     experiment = comet_ml.get_running_experiment()
     if experiment is None or getattr(experiment, "ended", False):
         return None
+    if not requested and made_by_mlflow_auto_logger(experiment):
+        logger.info(
+            "carbon-callbacks: not logging to Comet experiment %s: Comet's MLflow auto-logger "
+            "made it (log to Comet by starting the experiment yourself, a CometLogger, or "
+            "report_to=['comet_ml'])",
+            experiment.get_key(),
+        )
+        return None
     return CometSink(experiment)
+
+
+# The "other" Comet's MLflow auto-logger sets on the experiments it makes
+# (comet_ml.loggers.mlflow_logger: OTHER_KEY_CREATED_FROM, FRAMEWORK).
+_AUTO_LOGGER_OTHER = ("Created from", "MLFlow auto-logger")
+
+
+def made_by_mlflow_auto_logger(experiment: Any) -> bool:
+    """True when Comet's MLflow auto-logger made `experiment` (read with the public
+    ``get_other``)."""
+    try:
+        return bool(experiment.get_other(_AUTO_LOGGER_OTHER[0]) == _AUTO_LOGGER_OTHER[1])
+    except (KeyError, AttributeError):
+        return False
 
 
 Mark = Callable[[Iterable[str], bool], None]

@@ -47,7 +47,9 @@ class CarbonCallback(SessionCallback, TrainerCallback, ExportableState):
         tracker: a ready `carbon_callbacks.Tracker`; or pass its keyword arguments instead.
         sinks: ``"auto"`` (default): the MLflow run active when training begins (the one
             ``report_to=["mlflow"]`` opened, or the user's own) and/or the running Comet
-            experiment (``report_to=["comet_ml"]``); a list of sinks; or None.
+            experiment (``report_to=["comet_ml"]``, or one you started; not one that Comet's
+            MLflow auto-logger made unless ``report_to`` names ``comet_ml``); a list of
+            sinks; or None.
         summary: print the end-of-training summary (it is logged at INFO anyway).
         artifacts: when training ends, store ``carbon/summary.json`` and the per-epoch chart
             ``carbon/energy_per_epoch.png`` in the run (MLflow artifacts, Comet assets).
@@ -82,7 +84,7 @@ class CarbonCallback(SessionCallback, TrainerCallback, ExportableState):
                 self.session.load_state_dict(saved)
         sinks = None
         if self._auto and zero:
-            sinks = find_sinks_safely(self.tracker, _find_sinks)
+            sinks = find_sinks_safely(self.tracker, lambda: _find_sinks(args))
             report_found("transformers", sinks)
         epochs = getattr(state, "num_train_epochs", None)
         limit = "max_steps" if int(getattr(args, "max_steps", -1) or -1) > 0 else None
@@ -170,5 +172,10 @@ def epoch_index(epoch: float | None) -> int:
     return max(0, math.ceil(float(epoch) - 1e-6) - 1)
 
 
-def _find_sinks() -> list[Sink]:
-    return active_sinks()  # the active MLflow run and/or the running Comet experiment
+def _find_sinks(args: Any) -> list[Sink]:
+    """The active MLflow run and/or the running Comet experiment (one Comet's MLflow
+    auto-logger made only when ``report_to`` names ``comet_ml``)."""
+    report_to = getattr(args, "report_to", None) or []
+    requested = "comet_ml" in ([report_to] if isinstance(report_to, str) else report_to)
+    found: list[Sink] = active_sinks(comet_requested=requested)
+    return found

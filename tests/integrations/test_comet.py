@@ -12,6 +12,8 @@ from __future__ import annotations
 
 import json
 import os
+import subprocess
+import sys
 import zipfile
 from collections.abc import Iterator
 from pathlib import Path
@@ -289,6 +291,92 @@ def test_records_an_ended_experiment_did_not_take_are_sent_by_sync(
     assert len(list(directory.glob("*.zip"))) == 2  # the second sync wrote nothing
     sinks = [r for r in read_journal(journal) if r["type"] == "sink"]
     assert sinks[0]["kind"] == "comet" and sinks[0]["offline_directory"] == str(directory)
+
+
+# HF with comet_ml installed and report_to=["mlflow"], Comet's own auto-logging on (as for any
+# user who did not turn it off): Transformers imports comet_ml, which then makes an offline
+# experiment of its own for the MLflow run, ended with it.
+HF_MLFLOW_WITH_COMET_CHILD = """
+import json, socket, sys
+
+attempts = []
+real_connect = socket.socket.connect
+
+
+def connect(self, address):  # 127.0.0.1 only, as in the rest of the suite
+    if self.family == socket.AF_UNIX:
+        return real_connect(self, address)
+    attempts.append(repr(address))
+    raise OSError("network blocked in this test")
+
+
+socket.socket.connect = connect
+socket.socket.connect_ex = connect
+
+from transformers import Trainer, TrainingArguments
+
+from carbon_callbacks.integrations.transformers import CarbonCallback
+from tests.integrations.test_transformers import RandomTokens, tiny_bert
+
+out = sys.argv[1]
+args = TrainingArguments(
+    output_dir=out + "/out", num_train_epochs=3, per_device_train_batch_size=8,
+    report_to=["mlflow"], save_strategy="no", logging_strategy="epoch", use_cpu=True,
+    disable_tqdm=True,
+)
+callback = CarbonCallback(
+    cpu_power_w=50, ram_power_w=10, count_gpu=False, intensity_g_per_kwh=100,
+    output_dir=out + "/journal",
+)
+Trainer(model=tiny_bert(), args=args, train_dataset=RandomTokens(), callbacks=[callback]).train()
+totals = callback.session.totals
+print(json.dumps({
+    "comet_imported": "comet_ml" in sys.modules,
+    "sinks": [type(s).__name__ for s in callback.session.sinks],
+    "undelivered": callback.session.undelivered,
+    "summary": callback.session.summary_text,
+    "attempts": attempts,
+    "totals": {k: getattr(totals, k) for k in ("energy_kwh", "emissions_kg", "duration_s")},
+}))
+"""
+
+
+def test_hf_reporting_to_mlflow_ignores_the_experiment_comets_auto_logger_makes(
+    sqlite_uri: str, tmp_path: Path, check_carbon_run: Any
+) -> None:
+    pytest.importorskip("transformers", reason="Transformers is not installed")
+    from types import SimpleNamespace
+
+    from mlflow.tracking import MlflowClient
+
+    script = tmp_path / "train.py"
+    script.write_text(HF_MLFLOW_WITH_COMET_CHILD)
+    experiment = f"hf-comet-{tmp_path.name}"
+    env = {**os.environ, **QUIET_ENV, "PYTHONPATH": str(Path(__file__).resolve().parents[2])}
+    env.pop("COMET_DISABLE_AUTO_LOGGING", None)  # Comet's default: auto-logging on
+    env.pop("COMET_API_KEY", None)  # no key: Comet's auto-logger goes offline
+    env.update(
+        MLFLOW_TRACKING_URI=sqlite_uri,
+        MLFLOW_EXPERIMENT_NAME=experiment,
+        COMET_OFFLINE_DIRECTORY=str(tmp_path / "comet"),
+    )
+    child = subprocess.run(
+        [sys.executable, str(script), str(tmp_path)],
+        capture_output=True, text=True, env=env, cwd=tmp_path, timeout=300,
+    )  # fmt: skip
+    assert child.returncode == 0, child.stderr[-3000:]
+    result = json.loads(child.stdout.strip().splitlines()[-1])
+    assert result["comet_imported"] and list((tmp_path / "comet").glob("*.zip")), (
+        "Comet's auto-logger made no experiment: the set-up this test needs did not happen"
+    )
+    assert result["attempts"] == []
+    assert result["sinks"] == ["MlflowSink"]  # not the auto-logger's experiment
+    assert result["undelivered"] == [] and "Not delivered" not in result["summary"]
+    client = MlflowClient(sqlite_uri)
+    found = client.get_experiment_by_name(experiment)
+    assert found is not None
+    [run] = client.search_runs([found.experiment_id])
+    check_carbon_run(client, run.info.run_id, SimpleNamespace(**result["totals"]))
 
 
 def test_comet_sink_refuses_what_is_not_an_experiment() -> None:
