@@ -84,8 +84,8 @@ def _find_sinks() -> list[Sink]:
 def _leave_log_keys_to_autolog(sinks: Sequence[Sink]) -> None:
     """Under ``mlflow.keras.autolog()`` (or ``mlflow.autolog()``), whose callback logs each
     epoch's ``logs`` to the active run after ours has added `LOG_KEYS` to them, the MLflow
-    sinks of that run skip those keys: each value reaches the run once. (They stay in the
-    journal; a later ``carbon-callbacks sync`` sends only what the run lacks.)"""
+    sinks of that run skip those keys: each value reaches the run once (they stay in the
+    journal)."""
     mlflow = sys.modules.get("mlflow")
     run = mlflow.active_run() if mlflow is not None else None
     if run is None or not _autolog_logs_epochs():
