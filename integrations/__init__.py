@@ -8,6 +8,8 @@ discovery: a tracking client is imported only when the user's run is one of its 
 
 from __future__ import annotations
 
+import difflib
+import inspect
 import logging
 import sys
 import warnings
@@ -42,16 +44,25 @@ def make_session(
     *,
     summary: bool = True,
     artifacts: bool = True,
+    owner: str = "CarbonCallback",
 ) -> CarbonSession:
-    """Build the session of a callback from its arguments (configuration errors raise here).
+    """Build the session of a callback from its arguments (configuration errors raise here,
+    all of them before the `Tracker` is built, so none follows a warning of its own).
+
+    Args:
+        owner: the name the errors give the caller (``CarbonCallback``).
 
     Raises:
         ValueError: both `tracker` and Tracker keyword arguments, or a bad `sinks` value.
-        TypeError: `tracker` is not a `Tracker`, a sink lacks the `Sink` methods, or
-            `artifacts` is not a bool.
+        TypeError: an unknown keyword argument (the close match is suggested), `tracker` is
+            not a `Tracker`, a sink lacks the `Sink` methods, or `summary` / `artifacts` is
+            not a bool.
     """
-    if not isinstance(artifacts, bool):
-        raise TypeError(f"artifacts must be True or False, got {artifacts!r}")
+    checked = check_sinks(sinks)
+    for name, value in (("summary", summary), ("artifacts", artifacts)):
+        if not isinstance(value, bool):
+            raise TypeError(f"{name} must be True or False, got {value!r}")
+    check_keywords(tracker_kwargs, owner)
     if tracker is not None:
         if tracker_kwargs:
             raise ValueError(
@@ -67,7 +78,28 @@ def make_session(
             tracker = Tracker(**tracker_kwargs)
         for w in caught:
             warnings.warn(w.message, w.category, stacklevel=3)
-    return CarbonSession(tracker, check_sinks(sinks), summary=summary, artifacts=artifacts)
+    return CarbonSession(tracker, checked, summary=summary, artifacts=artifacts)
+
+
+# The callbacks' own arguments; every other keyword goes to `Tracker`.
+CALLBACK_ARGUMENTS = ("tracker", "sinks", "summary", "artifacts")
+
+
+def check_keywords(tracker_kwargs: Mapping[str, Any], owner: str = "CarbonCallback") -> None:
+    """Refuse a keyword that neither the callback nor `Tracker` takes, naming `owner` and the
+    closest accepted name (``contry`` -> ``country``), or listing them all.
+
+    Raises:
+        TypeError: ``CarbonCallback got an unexpected keyword argument 'contry'; did you
+            mean 'country'?``
+    """
+    accepted = [*CALLBACK_ARGUMENTS, *inspect.signature(Tracker).parameters]
+    for name in tracker_kwargs:
+        if name in accepted:
+            continue
+        close = difflib.get_close_matches(name, accepted, n=1)
+        hint = f"did you mean {close[0]!r}?" if close else f"accepted: {', '.join(accepted)}"
+        raise TypeError(f"{owner} got an unexpected keyword argument {name!r}; {hint}")
 
 
 class SessionCallback:
