@@ -49,6 +49,9 @@ RANGE_KEYS = (
 # Running totals: one value per step (a later fit into the same run never writes them twice).
 CUMULATIVE_KEYS = ("carbon/energy_kwh", "carbon/emissions_kg")
 
+# Logged in the end-of-training metrics only, so it marks them (`final_metrics`).
+RUN_END_KEY = "carbon/duration_s"
+
 
 def epoch_metrics(lap: Measurement, totals: Measurement) -> dict[str, float]:
     """Per-epoch metrics (logged with step = epoch index) plus the running totals."""
@@ -90,7 +93,7 @@ def final_metrics(
     metrics = {
         "carbon/energy_kwh": totals.energy_kwh,
         "carbon/emissions_kg": totals.emissions_kg,
-        "carbon/duration_s": totals.duration_s,
+        RUN_END_KEY: totals.duration_s,
         "carbon/energy_kwh_low": totals.energy_kwh_low,
         "carbon/energy_kwh_high": totals.energy_kwh_high,
         "carbon/emissions_kg_low": totals.emissions_kg_low,

@@ -2,9 +2,11 @@
 
 Works with `comet_ml.Experiment` (online) and `comet_ml.OfflineExperiment` (an archive to
 upload later with ``comet upload``), through public methods only: ``log_metrics(...,
-step=, epoch=)`` per epoch, the ``carbon.*`` tags as ``log_others`` plus a few Comet tags
-(``carbon-callbacks``, ``cpu:<method>``, ``gpu:<method>``, ``estimated``), and, when
-training ends, ``carbon/summary.json`` and the per-epoch chart ``carbon/energy_per_epoch.png``
+step=, epoch=)`` per epoch (the end-of-training totals, at step = number of epochs, with the
+last epoch's index: Comet gives every metric an epoch, and there is none after the last), the
+``carbon.*`` tags as ``log_others`` plus a few Comet tags (``carbon-callbacks``,
+``cpu:<method>``, ``gpu:<method>``, ``estimated``), and, when training ends,
+``carbon/summary.json`` and the per-epoch chart ``carbon/energy_per_epoch.png``
 (`carbon_callbacks.artifacts`) as assets (``log_asset_data``, overwriting: a resend writes
 them again, not twice).
 
@@ -44,11 +46,13 @@ from carbon_callbacks.delivery import (
     Record,
 )
 from carbon_callbacks.errors import ErrorLog
+from carbon_callbacks.outputs import RUN_END_KEY
 
 __all__ = [
     "COMET_TAG",
     "CometSink",
     "comet_tags",
+    "epoch_of",
     "made_by_mlflow_auto_logger",
     "resend",
     "running_experiment_sink",
@@ -265,7 +269,16 @@ def _log(experiment: Any, kind: str, data: Mapping[str, Any], step: int | None) 
         for name, content in artifact_files(data).items():
             experiment.log_asset_data(content, name=name, overwrite=True)
     else:
-        experiment.log_metrics(dict(data), step=step, epoch=step)
+        experiment.log_metrics(dict(data), step=step, epoch=epoch_of(data, step))
+
+
+def epoch_of(metrics: Mapping[str, Any], step: int | None) -> int | None:
+    """Comet's ``epoch`` for metrics logged at `step`: the step (the 0-based epoch), except
+    for the end-of-training totals, logged at step = number of epochs, which get the last
+    epoch's index (an epoch that ran, not one after it)."""
+    if step is not None and RUN_END_KEY in metrics:
+        return max(step - 1, 0)
+    return step
 
 
 def _str_or_none(value: object) -> str | None:

@@ -95,6 +95,22 @@ def _history(client: Any, run_id: str, key: str) -> list[tuple[int, float]]:
 
 
 CheckRun = Callable[..., dict[str, list[tuple[int, float]]]]
+REPO = Path(__file__).resolve().parents[2]
+DOCUMENTED_IN = ("README.md", "docs/trackers/mlflow.md")
+
+
+def undocumented(keys: Sequence[str]) -> list[str]:
+    """The `carbon/*` keys of `keys` that the README or the MLflow page does not name."""
+    texts = {name: (REPO / name).read_text(encoding="utf-8") for name in DOCUMENTED_IN}
+    return sorted(
+        f"{key} ({name})"
+        for key in keys
+        if key.startswith("carbon/")
+        for name, text in texts.items()
+        if f"`{key}`" not in text
+    )
+
+
 PNG_MAGIC = b"\x89PNG\r\n\x1a\n"
 
 

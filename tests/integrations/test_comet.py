@@ -145,6 +145,10 @@ def check_archive(path: Path, epochs: int = 3) -> dict[str, Any]:
         assert all(v > 0 for _, _, v in metrics[key]), key
     energy = metrics["carbon/energy_kwh"]
     assert [s for s, _, _ in energy] == [*range(epochs), epochs]
+    # The end-of-training totals carry the last epoch's index, not one after it.
+    assert [e for _, e, _ in energy] == [*range(epochs), epochs - 1]
+    for key in ("carbon/duration_s", "carbon/energy_kwh_low", "carbon/equivalent_car_km"):
+        assert [(s, e) for s, e, _ in metrics[key]] == [(epochs, epochs - 1)], key
     epoch_sum = sum(v for _, _, v in metrics["carbon/epoch_energy_kwh"])
     assert energy[epochs - 1][2] == pytest.approx(epoch_sum, rel=1e-9)
     others = others_of(messages)
@@ -279,7 +283,7 @@ def test_records_an_ended_experiment_did_not_take_are_sent_by_sync(
     assert len(resent) == 1 and resent[0].name.startswith(experiment.get_key())
     second = metrics_of(read_archive(resent[0])[1])
     assert [s for s, _, _ in second["carbon/epoch_energy_kwh"]] == [1]
-    assert [s for s, _, _ in second["carbon/energy_kwh"]] == [1, 2]
+    assert [(s, e) for s, e, _ in second["carbon/energy_kwh"]] == [(1, 1), (2, 1)]
     # The assets, made again from the journaled summary: both epochs, the run's total.
     assets = assets_of(resent[0])
     summary = json.loads(assets[SUMMARY_FILE])
