@@ -229,12 +229,15 @@ def tracking_set_up() -> list[str]:
     is imported and its tracking URI is set (``MLFLOW_TRACKING_URI`` or ``set_tracking_uri``),
     ``"comet_ml has an API key"`` when comet_ml is imported and has one. Imports neither."""
     found = []
-    mlflow = sys.modules.get("mlflow")
-    is_set = getattr(mlflow, "is_tracking_uri_set", None)
-    if callable(is_set) and is_set():
-        found.append("mlflow has a tracking URI")
-    comet_ml = sys.modules.get("comet_ml")
-    get_api_key, get_config = (getattr(comet_ml, n, None) for n in ("get_api_key", "get_config"))
-    if callable(get_api_key) and callable(get_config) and get_api_key(None, get_config()):
-        found.append("comet_ml has an API key")
+    try:
+        mlflow = sys.modules.get("mlflow")
+        is_set = getattr(mlflow, "is_tracking_uri_set", None)
+        if callable(is_set) and is_set():
+            found.append("mlflow has a tracking URI")
+        comet_ml = sys.modules.get("comet_ml")
+        get_key, get_config = (getattr(comet_ml, n, None) for n in ("get_api_key", "get_config"))
+        if callable(get_key) and callable(get_config) and get_key(None, get_config()):
+            found.append("comet_ml has an API key")
+    except Exception:  # a client's own failure: only the level of one log line depends on it
+        logger.debug("carbon-callbacks: could not tell whether tracking is set up", exc_info=True)
     return found
