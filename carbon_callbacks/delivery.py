@@ -1,12 +1,13 @@
 """Sinks: where metrics and tags go (an MLflow run, a Comet experiment), off the training loop.
 
-A `Sink` has four methods. `BackgroundSink` implements them with a bounded queue and one named
-daemon thread, so a slow or dead tracking server never holds training: enqueueing never
-blocks, a full queue counts and records what it could not take, a failed send is retried with
-exponential backoff (bounded), and the end-of-training `flush` is bounded by a timeout.
+A `Sink` has four methods (an `ArtifactSink` a fifth: the end-of-training files).
+`BackgroundSink` implements them with a bounded queue and one named daemon thread, so a slow
+or dead tracking server never holds training: enqueueing never blocks, a full queue counts and
+records what it could not take, a failed send is retried with exponential backoff (bounded),
+and the end-of-training `flush` is bounded by a timeout.
 
-Delivery is backed by the journal. The session writes every tags/metrics call to the run's
-journal first (a ``"tags"`` or ``"metrics"`` record with a unique ``key`` and the ids of the
+Delivery is backed by the journal. The session writes every call to the run's journal first
+(a ``"tags"``, ``"metrics"`` or ``"artifacts"`` record with a unique ``key`` and the ids of the
 sinks it is for), then hands it to the sinks. A sink that knows where it writes (`target`)
 is bound to a `Ledger`: a small append-only side file next to the journal,
 ``<run_id>.<sink_id>.delivered``, with one line per record key the sink has confirmed. What
@@ -74,16 +75,26 @@ class Sink(Protocol):
         """Release the connection and worker thread. Idempotent."""
 
 
+@runtime_checkable
+class ArtifactSink(Sink, Protocol):
+    """A sink that also stores files: the run's summary document when training ends."""
+
+    def log_artifacts(self, summary: Mapping[str, Any]) -> None:
+        """Store ``carbon/summary.json`` and the per-epoch chart made from `summary` (a
+        `carbon_callbacks.artifacts.run_summary` document; never blocks on the network)."""
+
+
 @dataclass(frozen=True)
 class Record:
-    """One queued call: tags or metrics for `run` (at `step`), stamped when it was made.
+    """One queued call: tags or metrics for `run` (at `step`), or the summary document from
+    which the artifacts are made, stamped when it was made.
 
     `key` is the journal record it comes from (None: not journaled).
     """
 
-    kind: Literal["tags", "metrics"]
+    kind: Literal["tags", "metrics", "artifacts"]
     run: str
-    data: Mapping[str, str] | Mapping[str, float]
+    data: Mapping[str, Any]
     step: int | None = None
     timestamp_ms: int = field(default_factory=lambda: int(time.time() * 1000))
     key: str | None = None
@@ -405,7 +416,7 @@ class BackgroundSink:
                     if left <= 0:
                         break
                     self._cond.wait(min(left, threading.TIMEOUT_MAX))
-                batch = [self._queue.popleft() for _ in range(min(_MAX_BATCH, len(self._queue)))]
+                batch = self._take_batch()
                 self._sending = batch
             began, cpu = time.monotonic(), time.thread_time()
             refused: list[bool] = []
@@ -431,6 +442,17 @@ class BackgroundSink:
                     self._failed.extend(batch)
                     self._attempt, self._retry_at = 0, -math.inf
                 self._cond.notify_all()
+
+    def _take_batch(self) -> list[Record]:
+        """The next records to send (called with self._cond held): up to `_MAX_BATCH`, and
+        an ``"artifacts"`` record alone, so a failed upload never holds metrics back (nor a
+        retried metrics request send the files twice)."""
+        batch = [self._queue.popleft()]
+        if batch[0].kind == "artifacts":
+            return batch
+        while self._queue and len(batch) < _MAX_BATCH and self._queue[0].kind != "artifacts":
+            batch.append(self._queue.popleft())
+        return batch
 
     def _mark(self, batch: Sequence[Record]) -> None:
         ledger = self.ledger

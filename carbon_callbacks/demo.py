@@ -1,8 +1,9 @@
 """``carbon-callbacks demo``: a tiny training with the callback, into a local MLflow store.
 
 Trains a small model on synthetic data for a few epochs with `CarbonCallback`, logging to
-MLflow (default ``sqlite:///carbon-demo.db`` in the current folder), prints the summary and
-the ``mlflow ui`` command that shows the run. Frameworks are imported inside the functions, so
+MLflow (default ``sqlite:///carbon-demo.db`` in the current folder, the run's artifacts in
+MLflow's default ``./mlruns``), prints the summary and the ``mlflow ui`` command that shows
+the run. Frameworks are imported inside the functions, so
 ``carbon-callbacks --help`` stays fast.
 """
 
@@ -68,7 +69,10 @@ def main(argv: list[str] | None = None) -> int:
     if args.tracking_uri.startswith(("sqlite:", "file:")) or "://" not in args.tracking_uri:
         print("See the carbon/* metrics per epoch and the carbon.* tags with:")
         print(f"  mlflow ui --backend-store-uri {args.tracking_uri}")
-        print("then open http://127.0.0.1:5000 and the run above (Model metrics tab).")
+        print(
+            "then open http://127.0.0.1:5000 and the run above (Model metrics tab; the "
+            "Artifacts tab has carbon/summary.json and the chart)."
+        )
     else:
         print(f"See it at {args.tracking_uri.rstrip('/')}")
     return 0

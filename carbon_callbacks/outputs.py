@@ -51,6 +51,9 @@ RANGE_KEYS = (
 # Running totals: one value per step (a later fit into the same run never writes them twice).
 CUMULATIVE_KEYS = ("carbon/energy_kwh", "carbon/emissions_kg")
 
+# Logged in the end-of-training metrics only, so it marks them (`final_metrics`).
+RUN_END_KEY = "carbon/duration_s"
+
 # An epoch priced again with a provider's later figures (at the end of training, or by
 # `carbon-callbacks sync`), at that epoch's step; the run's corrected total at the last step.
 CORRECTED_EPOCH_EMISSIONS = "carbon/corrected_epoch_emissions_kg"
@@ -106,7 +109,7 @@ def final_metrics(
     metrics = {
         "carbon/energy_kwh": totals.energy_kwh,
         "carbon/emissions_kg": totals.emissions_kg,
-        "carbon/duration_s": totals.duration_s,
+        RUN_END_KEY: totals.duration_s,
         "carbon/energy_kwh_low": totals.energy_kwh_low,
         "carbon/energy_kwh_high": totals.energy_kwh_high,
         "carbon/emissions_kg_low": totals.emissions_kg_low,

@@ -4,8 +4,10 @@ The callbacks are thin adapters: they call `begin()` when training starts, `epoc
 when an epoch ends, `end()` when training ends (or `fail(exc)` when it raises), and keep
 `state_dict()` in checkpoints. The session turns tracker laps into metrics with
 `carbon_callbacks.outputs` (no arithmetic here), hands them to the sinks, and prints the
-summary. Every sink call and every tracker call goes through one error boundary: a failure is
-recorded once in ``tracker.errors`` and training carries on.
+summary; at the end it hands the sinks that store files the run's summary document
+(`carbon_callbacks.artifacts`: ``carbon/summary.json`` and the per-epoch chart). Every sink
+call and every tracker call goes through one error boundary: a failure is recorded once in
+``tracker.errors`` and training carries on.
 """
 
 from __future__ import annotations
@@ -19,6 +21,7 @@ from collections.abc import Callable, Iterable, Mapping
 from pathlib import Path
 from typing import Any, TypeVar
 
+from carbon_callbacks.artifacts import EPOCH_FIELDS, epoch_row, run_summary
 from carbon_callbacks.delivery import FLUSH_TIMEOUT_ENV, Ledger, Sink, flush_timeout_s, sink_id
 from carbon_callbacks.equivalents import Equivalent, equivalents
 from carbon_callbacks.measurement import Measurement
@@ -32,12 +35,20 @@ from carbon_callbacks.outputs import (
     summary,
 )
 from carbon_callbacks.prediction import Prediction, predict_run
-from carbon_callbacks.regions import advice_line, greener_region_tag
+from carbon_callbacks.regions import (
+    Alternative,
+    advice_line,
+    greener_alternatives,
+    greener_region_tag,
+)
 from carbon_callbacks.tracker import Tracker
 
 logger = logging.getLogger(__name__)
 
 T = TypeVar("T")
+
+# The journal record type of each sink method.
+_KINDS = {"log_tags": "tags", "log_metrics": "metrics", "log_artifacts": "artifacts"}
 
 Plan = Callable[[int, float], "tuple[float, str] | None"]
 """``plan(epoch, mean_epoch_s)``: the epochs the run will have when it ends, and the limit
@@ -55,6 +66,8 @@ class CarbonSession:
         summary: print the end-of-training summary (it is always logged at INFO).
         flush_timeout_s: how long `end()` waits for the sinks in total, in seconds; default
             ``$CARBON_CALLBACKS_FLUSH_TIMEOUT_S`` or 30 s.
+        artifacts: when training ends, hand the summary document to the sinks that store
+            files (``log_artifacts``: ``carbon/summary.json`` and the per-epoch chart).
 
     Example:
         >>> session = CarbonSession(Tracker(country="FR"), [MlflowSink(run_id)])
@@ -73,17 +86,21 @@ class CarbonSession:
         is_logging_rank: bool = True,
         summary: bool = True,
         flush_timeout_s: float | None = None,
+        artifacts: bool = True,
     ) -> None:
         self.tracker = tracker
         self.sinks: list[Sink] = list(sinks)
         self.is_logging_rank = is_logging_rank
         self.print_summary = summary
         self.flush_timeout_s = flush_timeout_s
+        self.store_artifacts = artifacts
         self.summary_text: str | None = None
         self.total_epochs: int | None = None
         self.predict_after = 1  # epochs measured before the run is predicted
         self.prediction: Prediction | None = None
         self.advice: str | None = None
+        self.greener: Alternative | None = None
+        self.summary_document: dict[str, Any] | None = None  # carbon/summary.json, at the end
         self.totals: Measurement | None = None
         self.journal_path: Path | None = None
         self.undelivered: list[str] = []  # one sentence per sink that did not deliver everything
@@ -103,6 +120,8 @@ class CarbonSession:
         self._measured_epochs = 0
         self._plan: Plan | None = None
         self._lap_steps: dict[int, int] = {}  # tracker lap number -> step (corrections)
+        self._epochs: list[dict[str, Any]] = []  # `epoch_row` of each step logged to the run
+        self._tags: dict[str, str] = {}  # the run's tags, for the summary document
 
     @property
     def active(self) -> bool:
@@ -158,6 +177,7 @@ class CarbonSession:
         self._measured, self._measured_epochs = None, 0
         self._lap_steps = {}  # corrections name the laps of this fit's tracker run only
         self.summary_text, self.totals, self.undelivered = None, None, []
+        self.summary_document, self._tags = None, {}
         for sink in self.sinks:
             bind = getattr(sink, "bind_errors", None)
             if callable(bind):
@@ -175,6 +195,7 @@ class CarbonSession:
                 or {}
             )
             tags.update(extra_tags or {})
+            self._tags = tags
             self._send_all("log_tags", tags)
 
     def _continue_or_reset(self) -> None:
@@ -193,6 +214,7 @@ class CarbonSession:
             self._cumulative_upto = last["cumulative_upto"]
             return
         self._next_step, self._cumulative_upto, self._step_offset = 0, -1, 0
+        self._epochs = []
 
     def epoch_end(self, epoch: int) -> Measurement | None:
         """Take a lap and log it with ``step = epoch`` (0-based); None if nothing was measured.
@@ -217,6 +239,9 @@ class CarbonSession:
             return lap
         self._measured = lap if self._measured is None else self._measured + lap
         self._measured_epochs += 1
+        while self._epochs and self._epochs[-1]["epoch"] >= step:  # one row a step
+            self._epochs.pop()
+        self._epochs.append(epoch_row(step, lap))
         if self.sinks:
             metrics = self._guard("metrics", lambda: epoch_metrics(lap, totals))
             if metrics is not None:
@@ -284,6 +309,12 @@ class CarbonSession:
                 self._send_all("log_metrics", final, self._next_step)
                 self._cumulative_upto = self._next_step
             self._send_corrections()
+            if self.store_artifacts:
+                self.summary_document = self._guard(
+                    "artifacts", lambda: self._summary_document(totals, eqs)
+                )
+                if self.summary_document is not None:
+                    self._send_all("log_artifacts", self.summary_document)
         self._last_run = {
             "tracker": self.tracker.state_dict(),
             "targets": self._targets,
@@ -339,6 +370,7 @@ class CarbonSession:
             "tracker": self.tracker.state_dict(current=True, collective=collective),
             "next_step": self._next_step,
             "step_offset": self._step_offset,
+            "epochs": [[row[name] for name in EPOCH_FIELDS] for row in self._epochs],
         }
 
     def load_state_dict(self, state: Mapping[str, Any]) -> None:
@@ -348,6 +380,9 @@ class CarbonSession:
             self.tracker.load_state_dict(tracker_state)
         self._next_step = int(state.get("next_step", 0))
         self._step_offset = int(state.get("step_offset", 0))
+        self._epochs = [
+            dict(zip(EPOCH_FIELDS, row, strict=True)) for row in state.get("epochs", ())
+        ]
         self._restored = True
 
     # -- internals -------------------------------------------------------------------------------
@@ -373,9 +408,24 @@ class CarbonSession:
                 kind="live",
             )
         self.advice = self._guard("advice", lambda: advice_line(totals, intensity))
+        found = self._guard("advice", lambda: greener_alternatives(totals, intensity, n=1))
+        self.greener = found[0] if found else None
         tag = self._guard("advice", lambda: greener_region_tag(totals, intensity))
         if tag is not None:
             self._send_all("log_tags", {"carbon.greener_region": tag})
+
+    def _summary_document(
+        self, totals: Measurement, eqs: Mapping[str, Equivalent]
+    ) -> dict[str, Any]:
+        return run_summary(
+            totals,
+            epochs=self._epochs,
+            tags=self._tags,
+            equivalents=eqs,
+            prediction=self.prediction,
+            greener=self.greener,
+            advice=self.advice,
+        )
 
     def _summarize(self, totals: Measurement, eqs: Mapping[str, Equivalent]) -> None:
         text = self._guard("summary", lambda: summary(totals, eqs))
@@ -443,18 +493,20 @@ class CarbonSession:
                 self._backed[id(sink)] = ident
 
     def _send_all(self, method: str, data: Mapping[str, Any], step: int | None = None) -> None:
-        """Journal `data` (when a sink is journal-backed), then hand it to every sink."""
+        """Journal `data` (when a sink is journal-backed), then hand it to every sink that
+        has `method` (``log_artifacts`` is optional)."""
         args = (data,) if step is None else (data, step)
         key: str | None = None
-        backed = [self._backed[id(s)] for s in self.sinks if id(s) in self._backed]
+        sinks = [s for s in self.sinks if callable(getattr(s, method, None))]
+        backed = [self._backed[id(s)] for s in sinks if id(s) in self._backed]
         if backed:
-            kind = "tags" if method == "log_tags" else "metrics"
+            kind = _KINDS[method]
             key = os.urandom(8).hex()
             record = {"type": kind, "key": key, "sinks": backed, "step": step, kind: dict(data)}
             record["time_ms"] = int(time.time() * 1000)
             if not self.tracker.journal_append(record):
                 key = None  # not journaled: the sinks get it once, untracked
-        for sink in self.sinks:
+        for sink in sinks:
             if key is not None and id(sink) in self._backed:
                 self._to_sink(sink, method, *args, key=key)
             else:

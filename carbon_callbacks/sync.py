@@ -2,7 +2,9 @@
 
 A run's journal (``<run_id>.jsonl``) names the sinks it wrote to (``"sink"`` records: the
 kind, the tracking URI without credentials, the MLflow run id or Comet experiment key) and
-holds every ``"tags"`` and ``"metrics"`` record handed to them, each with a unique key. Each
+holds every ``"tags"``, ``"metrics"`` and ``"artifacts"`` record handed to them (the last: the
+summary document of ``carbon/summary.json``, from which the chart is drawn again), each with
+a unique key. Each
 sink's ledger (``<run_id>.<sink>.delivered``, next to the journal) lists the keys it
 confirmed. Sync sends the rest to the run they belong to and adds their keys to the ledger,
 so a second sync adds nothing. For MLflow, a metric the run already has (same key and step)
@@ -41,6 +43,9 @@ SENDERS = {
     "comet": "carbon_callbacks.integrations.comet",
     "wandb": "carbon_callbacks.integrations.wandb",
 }
+# The journal records a sink is sent: tags, metrics, and the summary document from which the
+# end-of-training artifacts are made (the chart is drawn again from its per-epoch values).
+RECORD_TYPES = ("tags", "metrics", "artifacts")
 # For this command only, when the user has not set them: a dead server fails in seconds,
 # not after MLflow's default ~4 minutes of retries per request.
 _MLFLOW_HTTP_DEFAULTS = {
@@ -128,7 +133,7 @@ def pending(journal: Path) -> list[tuple[str, dict[str, Any], list[dict[str, Any
         todo = [
             r
             for r in records
-            if r.get("type") in ("tags", "metrics")
+            if r.get("type") in RECORD_TYPES
             and ident in (r.get("sinks") or ())
             and isinstance(r.get("key"), str)
             and r["key"] not in done

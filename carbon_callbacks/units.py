@@ -7,6 +7,7 @@ UJ_PER_J = 1_000_000.0
 MJ_PER_J = 1_000.0  # millijoules per joule (NVML reports mJ)
 MW_PER_W = 1_000.0  # milliwatts per watt (NVML reports mW)
 G_PER_KG = 1_000.0
+WH_PER_KWH = 1_000.0
 BYTES_PER_GB = 1_000_000_000.0
 
 

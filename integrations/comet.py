@@ -2,8 +2,13 @@
 
 Works with `comet_ml.Experiment` (online) and `comet_ml.OfflineExperiment` (an archive to
 upload later with ``comet upload``), through public methods only: ``log_metrics(...,
-step=, epoch=)`` per epoch, the ``carbon.*`` tags as ``log_others`` plus a few Comet tags
-(``carbon-callbacks``, ``cpu:<method>``, ``gpu:<method>``, ``estimated``).
+step=, epoch=)`` per epoch (the end-of-training totals, at step = number of epochs, with the
+last epoch's index: Comet gives every metric an epoch, and there is none after the last), the
+``carbon.*`` tags as ``log_others`` plus a few Comet tags (``carbon-callbacks``,
+``cpu:<method>``, ``gpu:<method>``, ``estimated``), and, when training ends,
+``carbon/summary.json`` and the per-epoch chart ``carbon/energy_per_epoch.png``
+(`carbon_callbacks.artifacts`) as assets (``log_asset_data``, overwriting: a resend writes
+them again, not twice).
 
 Delivery: a record counts as delivered once the experiment has accepted it; from there
 Comet's own client uploads it (online, it retries and falls back to an offline archive by
@@ -18,6 +23,7 @@ The API key is never read, stored or logged here: Comet reads it from its own co
 
 from __future__ import annotations
 
+import logging
 import os
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from typing import Any
@@ -29,6 +35,7 @@ try:
 except ImportError as exc:  # pragma: no cover - depends on the environment
     raise ImportError(install_hint("comet", "Comet (comet_ml)")) from exc
 
+from carbon_callbacks.artifacts import artifact_files
 from carbon_callbacks.delivery import (
     DEFAULT_BACKOFF_S,
     DEFAULT_MAX_RETRIES,
@@ -39,8 +46,19 @@ from carbon_callbacks.delivery import (
     Record,
 )
 from carbon_callbacks.errors import ErrorLog
+from carbon_callbacks.outputs import RUN_END_KEY
 
-__all__ = ["COMET_TAG", "CometSink", "comet_tags", "resend", "running_experiment_sink"]
+__all__ = [
+    "COMET_TAG",
+    "CometSink",
+    "comet_tags",
+    "epoch_of",
+    "made_by_mlflow_auto_logger",
+    "resend",
+    "running_experiment_sink",
+]
+
+logger = logging.getLogger(__name__)
 
 COMET_TAG = "carbon-callbacks"
 _EXPERIMENT_METHODS = ("log_metrics", "log_others", "add_tags", "get_key")
@@ -135,6 +153,11 @@ class CometSink(BackgroundSink):
             "offline_directory": self.offline_directory,
         }
 
+    def log_artifacts(self, summary: Mapping[str, Any], *, key: str | None = None) -> None:
+        """Log ``carbon/summary.json`` and the chart made from `summary` as assets (from the
+        worker thread; never blocks)."""
+        self._put(Record("artifacts", self.run, dict(summary), key=key))
+
     def _send(self, records: Sequence[Record]) -> None:
         experiment = self.experiment
         if getattr(experiment, "ended", False):
@@ -158,12 +181,38 @@ def comet_tags(tags: Mapping[str, str]) -> list[str]:
     return out
 
 
-def running_experiment_sink() -> CometSink | None:
-    """A sink for ``comet_ml.get_running_experiment()``, or None when none is running."""
+def running_experiment_sink(*, requested: bool = False) -> CometSink | None:
+    """A sink for ``comet_ml.get_running_experiment()``, or None when none is running, or
+    when Comet's MLflow auto-logger made it and the user's set-up did not ask for Comet
+    (`requested` False): with comet_ml installed and imported first (Transformers imports it),
+    every MLflow run gets such an experiment, ended with the MLflow run, which the user never
+    asked for."""
     experiment = comet_ml.get_running_experiment()
     if experiment is None or getattr(experiment, "ended", False):
         return None
+    if not requested and made_by_mlflow_auto_logger(experiment):
+        logger.info(
+            "carbon-callbacks: not logging to Comet experiment %s: Comet's MLflow auto-logger "
+            "made it (log to Comet by starting the experiment yourself, a CometLogger, or "
+            "report_to=['comet_ml'])",
+            experiment.get_key(),
+        )
+        return None
     return CometSink(experiment)
+
+
+# The "other" Comet's MLflow auto-logger sets on the experiments it makes
+# (comet_ml.loggers.mlflow_logger: OTHER_KEY_CREATED_FROM, FRAMEWORK).
+_AUTO_LOGGER_OTHER = ("Created from", "MLFlow auto-logger")
+
+
+def made_by_mlflow_auto_logger(experiment: Any) -> bool:
+    """True when Comet's MLflow auto-logger made `experiment` (read with the public
+    ``get_other``)."""
+    try:
+        return bool(experiment.get_other(_AUTO_LOGGER_OTHER[0]) == _AUTO_LOGGER_OTHER[1])
+    except (KeyError, AttributeError):
+        return False
 
 
 Mark = Callable[[Iterable[str], bool], None]
@@ -175,7 +224,7 @@ def resend(
     mark: Mark,
     **_: Any,
 ) -> None:
-    """Send journal records (``"tags"``/``"metrics"``) into the Comet experiment of `target`.
+    """Send journal records (tags, metrics, artifacts) into the Comet experiment of `target`.
 
     Called by ``carbon-callbacks sync``. Online, the experiment is reopened with
     ``comet_ml.ExistingExperiment`` (the API key comes from Comet's configuration); offline,
@@ -216,8 +265,20 @@ def _log(experiment: Any, kind: str, data: Mapping[str, Any], step: int | None) 
     if kind == "tags":
         experiment.log_others(dict(data))
         experiment.add_tags(comet_tags(data))
+    elif kind == "artifacts":
+        for name, content in artifact_files(data).items():
+            experiment.log_asset_data(content, name=name, overwrite=True)
     else:
-        experiment.log_metrics(dict(data), step=step, epoch=step)
+        experiment.log_metrics(dict(data), step=step, epoch=epoch_of(data, step))
+
+
+def epoch_of(metrics: Mapping[str, Any], step: int | None) -> int | None:
+    """Comet's ``epoch`` for metrics logged at `step`: the step (the 0-based epoch), except
+    for the end-of-training totals, logged at step = number of epochs, which get the last
+    epoch's index (an epoch that ran, not one after it)."""
+    if step is not None and RUN_END_KEY in metrics:
+        return max(step - 1, 0)
+    return step
 
 
 def _str_or_none(value: object) -> str | None:

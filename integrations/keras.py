@@ -11,6 +11,8 @@ from __future__ import annotations
 
 import importlib.util
 import os
+import sys
+from collections.abc import Sequence
 from typing import TYPE_CHECKING, Any
 
 from carbon_callbacks.integrations import (
@@ -72,7 +74,9 @@ class CarbonCallback(SessionCallback, keras.callbacks.Callback):  # type: ignore
     validation; step = the 0-based epoch) and stops at ``on_train_end``. It adds
     ``carbon/epoch_energy_kwh`` and ``carbon/epoch_emissions_kg`` to the epoch's ``logs``:
     list this callback before a `CSVLogger` for the CSV to have them. Only epoch-level hooks
-    are used, so Keras keeps dispatching batch callbacks asynchronously.
+    are used, so Keras keeps dispatching batch callbacks asynchronously. Under
+    ``mlflow.keras.autolog()``, which logs each epoch's ``logs`` to the active run, the MLflow
+    sink of that run leaves those two keys to it, so each value reaches the run once.
 
     Args:
         tracker: a ready `carbon_callbacks.Tracker`; or pass its keyword arguments instead.
@@ -80,6 +84,8 @@ class CarbonCallback(SessionCallback, keras.callbacks.Callback):  # type: ignore
             experiment (``comet_ml.get_running_experiment()``) active when training begins;
             a list of sinks; or None for the journal and summary only.
         summary: print the end-of-training summary (it is logged at INFO anyway).
+        artifacts: when training ends, store ``carbon/summary.json`` and the per-epoch chart
+            ``carbon/energy_per_epoch.png`` in the run (MLflow artifacts, Comet assets).
         **tracker_kwargs: `Tracker` arguments: ``country="FR"``, ``pue=1.2``, ...
 
     Raises:
@@ -96,6 +102,7 @@ class CarbonCallback(SessionCallback, keras.callbacks.Callback):  # type: ignore
         if self._auto:
             sinks = find_sinks_safely(self.tracker, _find_sinks)
             report_found("keras", sinks)
+        _leave_log_keys_to_autolog(self.session.sinks if sinks is None else sinks)
         epochs = (self.params or {}).get("epochs")
         self.session.begin(sinks=sinks, total_epochs=epochs if isinstance(epochs, int) else None)
 
@@ -111,3 +118,32 @@ class CarbonCallback(SessionCallback, keras.callbacks.Callback):  # type: ignore
 
 def _find_sinks() -> list[Sink]:
     return active_sinks()  # the active MLflow run and/or the running Comet experiment
+
+
+def _leave_log_keys_to_autolog(sinks: Sequence[Sink]) -> None:
+    """Under ``mlflow.keras.autolog()`` (or ``mlflow.autolog()``), whose callback logs each
+    epoch's ``logs`` to the active run after ours has added `LOG_KEYS` to them, the MLflow
+    sinks of that run skip those keys: each value reaches the run once (they stay in the
+    journal)."""
+    mlflow = sys.modules.get("mlflow")
+    run = mlflow.active_run() if mlflow is not None else None
+    if run is None or not _autolog_logs_epochs():
+        return
+    for sink in sinks:
+        skip = getattr(sink, "skip_metrics", None)
+        if getattr(sink, "run_id", None) == run.info.run_id and isinstance(skip, frozenset):
+            sink.skip_metrics = skip | frozenset(LOG_KEYS)  # type: ignore[attr-defined]
+
+
+def _autolog_logs_epochs() -> bool:
+    """True when MLflow's Keras autologging is on and logs the ``logs`` of every epoch."""
+    try:
+        from mlflow.utils.autologging_utils import (
+            autologging_is_disabled,
+            get_autologging_config,
+        )
+    except ImportError:  # another MLflow layout: assume it is off
+        return False
+    if autologging_is_disabled("keras"):
+        return False
+    return bool(get_autologging_config("keras", "log_every_epoch", True))

@@ -12,6 +12,7 @@ from typing import TYPE_CHECKING, Any
 from carbon_callbacks.distributed import apply_roles, roles_from_lightning
 from carbon_callbacks.integrations import (
     SessionCallback,
+    active_sinks,
     active_wandb_sink,
     comet_sink,
     find_sinks_safely,
@@ -48,11 +49,15 @@ class CarbonCallback(SessionCallback, Callback):
     Args:
         tracker: a ready `carbon_callbacks.Tracker`; or pass its keyword arguments instead.
         sinks: ``"auto"`` (default): log to the run of an `MLFlowLogger`, the experiment of
-            a `CometLogger` and the run of a `WandbLogger` (or the active ``wandb.run``) in
-            ``trainer.loggers``, and through ``log_metrics`` / ``log_hyperparams`` to every
-            other logger (`CSVLogger`, `TensorBoardLogger`...); a list of sinks; or None for
-            the journal and summary only.
+            a `CometLogger` and the run of a `WandbLogger` in ``trainer.loggers``, and
+            through ``log_metrics`` / ``log_hyperparams`` to every other logger
+            (`CSVLogger`, `TensorBoardLogger`...); without an MLflow or Comet logger, to the
+            MLflow run active when training starts (``mlflow.start_run()``,
+            ``mlflow.pytorch.autolog()``) and the Comet experiment you started, and to an
+            active ``wandb.run``; a list of sinks; or None for the journal and summary only.
         summary: print the end-of-training summary (it is logged at INFO anyway).
+        artifacts: when training ends, store ``carbon/summary.json`` and the per-epoch chart
+            ``carbon/energy_per_epoch.png`` in the run (MLflow artifacts, Comet assets).
         **tracker_kwargs: `Tracker` arguments: ``country="FR"``, ``pue=1.2``,
             ``cpu_power_w=50`` (W), ``output_dir=...``, ...
 
@@ -160,33 +165,39 @@ def _types(module_a: str, module_b: str, name: str) -> tuple[type, ...]:
 def _find_sinks(trainer: Any) -> list[Sink]:
     """One sink per logger: an `MlflowSink` for an `MLFlowLogger` (the run it logs to), a
     `CometSink` for a `CometLogger` (its experiment), a `WandbSink` for a `WandbLogger` (its
-    run), a `LoggerSink` for any other; plus a `WandbSink` for an active ``wandb.run`` that no
-    `WandbLogger` logs to. Each run gets each value once."""
+    run), a `LoggerSink` for any other; then, for a kind with no logger, the active MLflow run
+    or the Comet experiment you started, and an active ``wandb.run`` that no `WandbLogger`
+    logs to. Each run gets each value once."""
     mlflow_types = _types(*_LOGGERS, "MLFlowLogger")
     comet_types = _types(*_LOGGERS, "CometLogger")
     wandb_types = _types(*_LOGGERS, "WandbLogger")
     tensorboard_types = _types(*_LOGGERS, "TensorBoardLogger")
     sinks: list[Sink] = []
+    kinds: set[str] = set()
     wandb_runs: set[str] = set()
     for logger in getattr(trainer, "loggers", []):
         sink: Sink | None = None
         if mlflow_types and isinstance(logger, mlflow_types):
-            sink = _logger_sink(logger)
+            sink, kind = _logger_sink(logger), "mlflow"
         elif comet_types and isinstance(logger, comet_types):
-            sink = comet_sink(logger.experiment)  # creates the experiment if not yet
+            sink, kind = comet_sink(logger.experiment), "comet"  # creates it if not yet
         elif wandb_types and isinstance(logger, wandb_types):
             found = wandb_sink(logger.experiment)  # starts the run if not yet
             wandb_runs.add(found.run_id)
-            sink = found
+            sink, kind = found, "wandb"
         else:  # TensorBoard's writer takes values from any thread; the others, not always
             threaded = bool(tensorboard_types) and isinstance(logger, tensorboard_types)
-            sink = LoggerSink(logger, background=threaded)
+            sink, kind = LoggerSink(logger, background=threaded), "logger"
         if sink is not None:
             sinks.append(sink)
-    active = active_wandb_sink()
-    if active is not None and active.run_id not in wandb_runs:
-        sinks.append(active)
-    return sinks
+            kinds.add(kind)
+    active: list[Sink] = active_sinks(
+        mlflow="mlflow" not in kinds, comet="comet" not in kinds, wandb=False
+    )
+    wandb_active = active_wandb_sink()
+    if wandb_active is not None and wandb_active.run_id not in wandb_runs:
+        active.append(wandb_active)
+    return sinks + active
 
 
 def _logger_sink(logger: Any) -> Sink | None:

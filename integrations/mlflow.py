@@ -12,12 +12,19 @@ change the user's own MLflow logging); the end-of-training flush is bounded inst
 (``CARBON_CALLBACKS_FLUSH_TIMEOUT_S``, 30 s) and what did not go out is reported and stays in
 the local journal, from which ``carbon-callbacks sync`` sends it later (`resend`): records
 whose metric key and step the run already has are skipped, so a sync never duplicates.
+
+When training ends the sink stores the run's summary as artifacts: ``carbon/summary.json`` and,
+when matplotlib is installed, ``carbon/energy_per_epoch.png`` (`carbon_callbacks.artifacts`),
+written from the worker thread with ``MlflowClient.log_artifacts``; a resend writes them again
+(same paths: nothing is duplicated).
 """
 
 from __future__ import annotations
 
 import os
+import tempfile
 from collections.abc import Callable, Iterable, Mapping, Sequence
+from pathlib import Path
 from typing import Any
 from urllib.parse import urlsplit, urlunsplit
 
@@ -31,6 +38,7 @@ except ImportError as exc:  # pragma: no cover - depends on the environment
         "carbon_callbacks.integrations.mlflow needs MLflow: pip install 'carbon-callbacks[mlflow]'"
     ) from exc
 
+from carbon_callbacks.artifacts import artifact_files
 from carbon_callbacks.delivery import (
     DEFAULT_BACKOFF_S,
     DEFAULT_MAX_RETRIES,
@@ -66,6 +74,9 @@ class MlflowSink(BackgroundSink):
             ``log_batch``.
         max_retries, backoff_s: a failed ``log_batch`` is retried after `backoff_s`,
             then twice that, ... (`max_retries` times); then it waits in the journal.
+        skip_metrics: metric keys not to send, because another logger already sends them
+            to the same run (``mlflow.keras.autolog()`` logs the Keras ``logs``, where the
+            Keras callback also puts two carbon keys). They stay in the journal.
 
     Example:
         >>> with mlflow.start_run() as run:
@@ -84,6 +95,7 @@ class MlflowSink(BackgroundSink):
         min_interval_s: float = DEFAULT_MIN_INTERVAL_S,
         max_retries: int = DEFAULT_MAX_RETRIES,
         backoff_s: float = DEFAULT_BACKOFF_S,
+        skip_metrics: Iterable[str] = (),
     ) -> None:
         if not isinstance(run_id, str) or not run_id:
             raise ValueError(f"run_id must be a non-empty MLflow run id, got {run_id!r}")
@@ -100,6 +112,7 @@ class MlflowSink(BackgroundSink):
         )
         self.run_id = run_id
         self.tracking_uri = str(tracking_uri or mlflow.get_tracking_uri())
+        self.skip_metrics = frozenset(skip_metrics)
         self._client: MlflowClient | None = None
 
     def __repr__(self) -> str:
@@ -111,6 +124,11 @@ class MlflowSink(BackgroundSink):
         credentials (a relative sqlite or file path made absolute)."""
         return {"kind": "mlflow", "tracking_uri": public_uri(self.tracking_uri), "run": self.run_id}
 
+    def log_artifacts(self, summary: Mapping[str, Any], *, key: str | None = None) -> None:
+        """Store ``carbon/summary.json`` and the chart made from `summary` in the run (from
+        the worker thread; never blocks)."""
+        self._put(Record("artifacts", self.run, dict(summary), key=key))
+
     def _open(self) -> None:
         # On the worker thread: opening a new sqlite store can take seconds (migrations).
         self._client = MlflowClient(self.tracking_uri)
@@ -120,13 +138,16 @@ class MlflowSink(BackgroundSink):
         metrics: list[Metric] = []
         tags: list[RunTag] = []
         for record in records:
-            if record.kind == "tags":
+            if record.kind == "artifacts":  # alone in its batch (see BackgroundSink)
+                _store_artifacts(self._client, self.run_id, record.data)
+            elif record.kind == "tags":
                 tags.extend(RunTag(str(k), str(v)) for k, v in record.data.items())
             else:
                 step = record.step or 0
                 metrics.extend(
                     Metric(str(k), float(v), record.timestamp_ms, step)
                     for k, v in record.data.items()
+                    if k not in self.skip_metrics
                 )
         while metrics or tags:
             try:
@@ -141,6 +162,21 @@ class MlflowSink(BackgroundSink):
                 raise
             metrics = metrics[_MAX_METRICS_PER_BATCH:]
             tags = tags[_MAX_TAGS_PER_BATCH:]
+
+
+def _store_artifacts(client: MlflowClient, run_id: str, summary: Mapping[str, Any]) -> None:
+    """Write the artifact files of `summary` into the run (the same paths each time)."""
+    with tempfile.TemporaryDirectory(prefix="carbon-artifacts-") as tmp:
+        for name, data in artifact_files(summary).items():
+            path = Path(tmp, name)
+            path.parent.mkdir(parents=True, exist_ok=True)
+            path.write_bytes(data)
+        try:
+            client.log_artifacts(run_id, str(Path(tmp, "carbon")), artifact_path="carbon")
+        except MlflowException as exc:
+            if exc.error_code in _REFUSALS:
+                raise DeliveryRefused(exc.message) from exc
+            raise
 
 
 def active_run_sink() -> MlflowSink | None:
@@ -180,10 +216,11 @@ def resend(
     *,
     tracking_uri: str | None = None,
 ) -> None:
-    """Send journal records (``"tags"``/``"metrics"``) to the MLflow run of `target`.
+    """Send journal records (tags, metrics, artifacts) to the MLflow run of `target`.
 
     Called by ``carbon-callbacks sync``. A metric whose key and step the run has already is
-    not sent again (it went out before the journal noted it), so a resend is idempotent.
+    not sent again (it went out before the journal noted it), so a resend is idempotent; the
+    artifacts of an ``"artifacts"`` record are written again at the same paths.
     ``mark(keys, already)`` is called after each confirmed request.
 
     Args:
@@ -219,6 +256,11 @@ def resend(
         keys.clear()
 
     for record in records:
+        if record.get("type") == "artifacts":
+            send()  # what came before it first, as during training
+            _store_artifacts(client, run_id, record["artifacts"])
+            mark([str(record["key"])], False)
+            continue
         if record.get("type") == "tags":
             new_tags = [RunTag(str(k), str(v)) for k, v in record["tags"].items()]
             new_metrics: list[Metric] = []

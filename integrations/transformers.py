@@ -48,12 +48,15 @@ class CarbonCallback(SessionCallback, TrainerCallback, ExportableState):
         tracker: a ready `carbon_callbacks.Tracker`; or pass its keyword arguments instead.
         sinks: ``"auto"`` (default): the MLflow run active when training begins (the one
             ``report_to=["mlflow"]`` opened, or the user's own), the running Comet
-            experiment (``report_to=["comet_ml"]``) and the active W&B run
-            (``report_to=["wandb"]``, or the user's ``wandb.init()``), any of them; with
-            ``report_to`` naming ``tensorboard``, a TensorBoard run ``<HF's run>/carbon``
+            experiment (``report_to=["comet_ml"]``, or one you started; not one that Comet's
+            MLflow auto-logger made unless ``report_to`` names ``comet_ml``) and the active
+            W&B run (``report_to=["wandb"]``, or the user's ``wandb.init()``), any of them;
+            with ``report_to`` naming ``tensorboard``, a TensorBoard run ``<HF's run>/carbon``
             next to HF's (see `carbon_callbacks.integrations.tensorboard`); a list of
             sinks; or None.
         summary: print the end-of-training summary (it is logged at INFO anyway).
+        artifacts: when training ends, store ``carbon/summary.json`` and the per-epoch chart
+            ``carbon/energy_per_epoch.png`` in the run (MLflow artifacts, Comet assets).
         **tracker_kwargs: `Tracker` arguments: ``country="FR"``, ``pue=1.2``, ...
 
     Raises:
@@ -85,8 +88,8 @@ class CarbonCallback(SessionCallback, TrainerCallback, ExportableState):
                 self.session.load_state_dict(saved)
         sinks = None
         if self._auto and zero:
-            sinks = find_sinks_safely(self.tracker, _find_sinks)
-            if "tensorboard" in (getattr(args, "report_to", None) or ()):
+            sinks = find_sinks_safely(self.tracker, lambda: _find_sinks(args))
+            if "tensorboard" in _report_to(args):
                 sinks += find_sinks_safely(self.tracker, lambda: [_tensorboard_sink(args)])
             report_found("transformers", sinks)
         epochs = getattr(state, "num_train_epochs", None)
@@ -175,8 +178,16 @@ def epoch_index(epoch: float | None) -> int:
     return max(0, math.ceil(float(epoch) - 1e-6) - 1)
 
 
-def _find_sinks() -> list[Sink]:
-    return active_sinks()  # the active MLflow run, Comet experiment and W&B run
+def _report_to(args: Any) -> list[str]:
+    report_to = getattr(args, "report_to", None) or []
+    return [report_to] if isinstance(report_to, str) else list(report_to)
+
+
+def _find_sinks(args: Any) -> list[Sink]:
+    """The active MLflow run, Comet experiment and W&B run (one Comet's MLflow auto-logger
+    made only when ``report_to`` names ``comet_ml``)."""
+    found: list[Sink] = active_sinks(comet_requested="comet_ml" in _report_to(args))
+    return found
 
 
 def _tensorboard_sink(args: Any) -> Sink:

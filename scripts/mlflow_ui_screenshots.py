@@ -7,7 +7,12 @@ browser) with Playwright for Python and saves:
 
 - ``mlflow-runs.png``: the experiment's runs table with the ``carbon/*`` metric columns;
 - ``mlflow-epoch-energy.png``: the chart of ``carbon/epoch_energy_kwh`` per epoch, one line
-  per run (the experiment's chart view).
+  per run (the experiment's chart view);
+- ``mlflow-artifacts.png``: the *Artifacts* tab of the largest run, showing the
+  ``carbon/energy_per_epoch.png`` the callback stored next to ``carbon/summary.json``.
+
+The runs' artifacts go through the server (``mlflow-artifacts:``), so the page shows no path
+of this machine.
 
 The server is stopped in all cases. Nothing but 127.0.0.1 is contacted.
 
@@ -39,7 +44,12 @@ from scripts.mlflow_server import MlflowServer  # noqa: E402
 DEFAULT_OUT = REPO / "docs" / "assets"
 RUNS_PNG = "mlflow-runs.png"
 CHART_PNG = "mlflow-epoch-energy.png"
+ARTIFACTS_PNG = "mlflow-artifacts.png"
 EXPERIMENT = "carbon-screenshots"
+ARTIFACT_LOCATION = f"mlflow-artifacts:/{EXPERIMENT}"  # stored by the server, shown as such
+ARTIFACT_RUN = "mlp-large"  # the run whose Artifacts tab is shown
+SHOWN_ARTIFACT = "carbon/energy_per_epoch.png"
+ARTIFACTS = ("carbon/energy_per_epoch.png", "carbon/summary.json")
 EPOCHS = 3
 SAMPLES = 2048
 # run name -> hidden width of the MLP: three clearly different energy figures. The large one
@@ -62,6 +72,7 @@ HIDDEN_DEFAULT_COLUMNS = ("Dataset", "Source", "Models")
 UI_TIMEOUT_MS = 60_000
 TABLE_VIEWPORT = {"width": 1920, "height": 440}
 CHART_VIEWPORT = {"width": 1440, "height": 720}
+ARTIFACTS_VIEWPORT = {"width": 1280, "height": 800}
 CHROMIUM_FLAGS = [
     "--headless",
     "--no-sandbox",
@@ -136,7 +147,12 @@ def train_runs(uri: str, journal_dir: Path) -> tuple[str, dict[str, str]]:
     run_ids: dict[str, str] = {}
     experiment_id = ""
     for name, hidden in RUNS.items():
-        logger = MLFlowLogger(experiment_name=EXPERIMENT, tracking_uri=uri, run_name=name)
+        logger = MLFlowLogger(
+            experiment_name=EXPERIMENT,
+            tracking_uri=uri,
+            run_name=name,
+            artifact_location=ARTIFACT_LOCATION,
+        )
         logger.log_hyperparams({"hidden": hidden})
         callback = CarbonCallback(country="FR", output_dir=journal_dir, summary=False)
         with tempfile.TemporaryDirectory() as root:
@@ -161,6 +177,8 @@ def check_logged(uri: str, run_ids: dict[str, str]) -> None:
         data = client.get_run(run_id).data
         missing = [k for k in TABLE_METRICS if k not in data.metrics]
         missing += [k for k in TABLE_COLUMNS if "/" not in k and k not in data.tags]
+        stored = {f.path for f in client.list_artifacts(run_id, "carbon")}
+        missing += [path for path in ARTIFACTS if path not in stored]
         if missing:
             raise RuntimeError(f"run {name} lacks {missing}")
 
@@ -168,7 +186,7 @@ def check_logged(uri: str, run_ids: dict[str, str]) -> None:
 def take_screenshots(
     uri: str, experiment_id: str, run_ids: dict[str, str], out_dir: Path, browser_path: str
 ) -> list[Path]:
-    """Open the MLflow UI in headless Chromium and save `RUNS_PNG` and `CHART_PNG`."""
+    """Open the MLflow UI in headless Chromium; save `RUNS_PNG`, `CHART_PNG`, `ARTIFACTS_PNG`."""
     from playwright.sync_api import Route, sync_playwright
 
     host = urlsplit(uri).hostname
@@ -205,11 +223,15 @@ def take_screenshots(
             epoch_chart(page, uri, experiment_id, list(run_ids))
             page.screenshot(path=str(chart_png))
             log(f"{CHART_METRIC} chart: {chart_png}")
+            artifacts_png = out_dir / ARTIFACTS_PNG
+            artifact_view(page, uri, experiment_id, run_ids[ARTIFACT_RUN])
+            page.screenshot(path=str(artifacts_png))
+            log(f"{ARTIFACT_RUN} artifacts: {artifacts_png}")
         finally:
             context.close()
     if blocked:
         log(f"blocked {len(blocked)} request(s) to other hosts, e.g. {blocked[0]}")
-    return [runs_png, chart_png]
+    return [runs_png, chart_png, artifacts_png]
 
 
 def close_assistant(page: Any) -> None:
@@ -320,6 +342,23 @@ def epoch_chart(page: Any, uri: str, experiment_id: str, names: list[str]) -> No
     if points < len(names) * EPOCHS:
         raise RuntimeError(f"the {CHART_METRIC} chart shows {points} points, not {len(names)}x3")
     page.mouse.move(CHART_VIEWPORT["width"] // 2, 60)  # an empty spot: no tooltip, no toolbar
+    page.wait_for_timeout(800)
+
+
+def artifact_view(page: Any, uri: str, experiment_id: str, run_id: str) -> None:
+    """The run's *Artifacts* tab with `SHOWN_ARTIFACT` selected and drawn."""
+    page.set_viewport_size(ARTIFACTS_VIEWPORT)
+    page.goto(f"{uri}/#/experiments/{experiment_id}/runs/{run_id}/artifacts/{SHOWN_ARTIFACT}")
+    for path in ARTIFACTS:
+        page.get_by_text(path.rsplit("/", 1)[1], exact=True).first.wait_for()
+    close_assistant(page)
+    collapse_sidebar(page)
+    # The image is fetched, then drawn: wait until the browser has decoded it.
+    page.wait_for_function(
+        "() => [...document.images].some(i => i.complete && i.naturalWidth >= 700)",
+        timeout=UI_TIMEOUT_MS,
+    )
+    page.mouse.move(ARTIFACTS_VIEWPORT["width"] - 10, ARTIFACTS_VIEWPORT["height"] - 10)
     page.wait_for_timeout(800)
 
 

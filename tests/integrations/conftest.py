@@ -7,13 +7,16 @@ process-global state: tests pass tracking URIs explicitly.
 
 from __future__ import annotations
 
+import json
 import os
+import tempfile
 from collections.abc import Callable, Iterator, Sequence
 from pathlib import Path
 from typing import Any
 
 import pytest
 
+from carbon_callbacks.artifacts import CHART_FILE, SUMMARY_FILE
 from carbon_callbacks.outputs import CONTRACT_TAGS
 from scripts.mlflow_server import MlflowServer
 
@@ -65,8 +68,13 @@ def sqlite_uri(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
     """One sqlite store for the session, migrated once; also ``$MLFLOW_TRACKING_URI``."""
     from mlflow.tracking import MlflowClient
 
-    uri = f"sqlite:///{tmp_path_factory.mktemp('mlflow') / 'mlflow.db'}"
-    MlflowClient(uri).search_experiments()  # runs the migrations now, once
+    root = tmp_path_factory.mktemp("mlflow")
+    uri = f"sqlite:///{root / 'mlflow.db'}"
+    with pytest.MonkeyPatch.context() as mp:
+        # MLflow resolves its default artifact root (./mlruns) against the current folder
+        # when it opens a store, and keeps the store: artifacts go to `root`, not the repo.
+        mp.chdir(root)
+        MlflowClient(uri).search_experiments()  # runs the migrations now, once
     with pytest.MonkeyPatch.context() as mp:
         mp.setenv("MLFLOW_TRACKING_URI", uri)  # nothing may land in the repo's folder
         yield uri
@@ -91,6 +99,57 @@ def _history(client: Any, run_id: str, key: str) -> list[tuple[int, float]]:
 
 
 CheckRun = Callable[..., dict[str, list[tuple[int, float]]]]
+REPO = Path(__file__).resolve().parents[2]
+DOCUMENTED_IN = ("README.md", "docs/trackers/mlflow.md")
+
+
+def undocumented(keys: Sequence[str]) -> list[str]:
+    """The `carbon/*` keys of `keys` that the README or the MLflow page does not name."""
+    texts = {name: (REPO / name).read_text(encoding="utf-8") for name in DOCUMENTED_IN}
+    return sorted(
+        f"{key} ({name})"
+        for key in keys
+        if key.startswith("carbon/")
+        for name, text in texts.items()
+        if f"`{key}`" not in text
+    )
+
+
+PNG_MAGIC = b"\x89PNG\r\n\x1a\n"
+
+
+def read_artifacts(client: Any, run_id: str) -> tuple[dict[str, Any], bytes | None]:
+    """The run's ``carbon/summary.json`` (parsed) and chart (PNG bytes, None if absent)."""
+    paths = {f.path for f in client.list_artifacts(run_id, "carbon")}
+    assert SUMMARY_FILE in paths, f"no {SUMMARY_FILE} in the run's artifacts: {paths}"
+    with tempfile.TemporaryDirectory() as tmp:
+        local = Path(client.download_artifacts(run_id, "carbon", tmp))
+        summary = json.loads((local / Path(SUMMARY_FILE).name).read_text())
+        chart = local / Path(CHART_FILE).name
+        return summary, chart.read_bytes() if CHART_FILE in paths else None
+
+
+def check_artifacts(
+    client: Any, run_id: str, totals: Any, epochs: Sequence[tuple[int, float]]
+) -> dict[str, Any]:
+    """The run's summary document holds the totals and the `epochs` ((step, kWh) as logged
+    under ``carbon/epoch_energy_kwh``); the chart is a PNG. Returns the document."""
+    summary, chart = read_artifacts(client, run_id)
+    assert summary["totals"]["energy_kwh"] == totals.energy_kwh
+    assert summary["totals"]["emissions_kg"] == totals.emissions_kg
+    assert summary["totals"]["duration_s"] == totals.duration_s
+    for key in ("energy_kwh", "emissions_kg"):
+        assert summary["ranges"][key] == {
+            "low": getattr(totals, f"{key}_low", getattr(totals, key)),
+            "high": getattr(totals, f"{key}_high", getattr(totals, key)),
+        }
+    rows = {row["epoch"]: row["energy_kwh"] for row in summary["epochs"]}
+    for step, kwh in epochs:  # rows restored from a checkpoint may come before these
+        assert rows[step] == pytest.approx(kwh, rel=1e-12), step
+    assert summary["methods"]["cpu"]["method"] == "constant"
+    assert summary["hardware"]["cpu_model"]
+    assert chart is not None and chart.startswith(PNG_MAGIC), "no chart (matplotlib missing?)"
+    return summary
 
 
 @pytest.fixture
@@ -99,7 +158,8 @@ def check_carbon_run() -> CheckRun:
 
     Args (of the returned function): ``client`` (an `MlflowClient`), ``run_id``, ``totals``
     (the session's final `Measurement`), ``epochs`` (the epoch indices logged in this run),
-    ``offset_kwh`` (the total carried over from a checkpoint).
+    ``offset_kwh`` (the total carried over from a checkpoint), ``artifacts`` (check
+    ``carbon/summary.json`` and the chart too).
     """
 
     def check(
@@ -108,6 +168,7 @@ def check_carbon_run() -> CheckRun:
         totals: Any,
         epochs: Sequence[int] = (0, 1, 2),
         offset_kwh: float = 0.0,
+        artifacts: bool = True,
     ) -> dict[str, list[tuple[int, float]]]:
         epochs = list(epochs)
         final_step = epochs[-1] + 1
@@ -157,6 +218,8 @@ def check_carbon_run() -> CheckRun:
         assert tags["carbon.cpu_method"] == "constant"
         assert tags["carbon.estimated"] == "true"
         assert tags["carbon.intensity_basis"] == "user"  # intensity_g_per_kwh given
+        if artifacts:
+            check_artifacts(client, run_id, totals, hist["carbon/epoch_energy_kwh"])
         return {**hist, "carbon/energy_kwh": energy, "carbon/emissions_kg": emissions}
 
     return check

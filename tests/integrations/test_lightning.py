@@ -23,7 +23,7 @@ from carbon_callbacks.integrations.lightning import CarbonCallback  # noqa: E402
 from carbon_callbacks.journal import read_journal  # noqa: E402
 from tests.fakes.clock import FakeClock  # noqa: E402
 from tests.fakes.replay import ReplayServer  # noqa: E402
-from tests.integrations.conftest import TRACKER_KWARGS  # noqa: E402
+from tests.integrations.conftest import TRACKER_KWARGS, undocumented  # noqa: E402
 
 pytestmark = [
     # torch 2.13 deprecates LeafSpec, which Lightning 2.6.6 still builds.
@@ -95,6 +95,8 @@ def test_three_epochs_into_sqlite_run(
     [predicted] = client.get_metric_history(run_id, "carbon/predicted_energy_kwh")
     assert predicted.step == 0 and predicted.value > 0
     assert client.get_run(run_id).data.tags["carbon.greener_region"]
+    # Every key the run has is in the README and the MLflow page (carbon/duration_s was not).
+    assert undocumented(list(client.get_run(run_id).data.metrics)) == []
 
 
 @pytest.mark.slow
@@ -162,6 +164,7 @@ def test_exception_logs_the_partial_epoch(
     # The cumulative keys stay at the last whole epoch: a resume writes step 2 in full.
     assert steps(client, logger.run_id, "carbon/energy_kwh") == [0, 1]
     assert client.get_run(logger.run_id).info.status == "FAILED"
+    assert undocumented(list(client.get_run(logger.run_id).data.metrics)) == []
 
 
 def test_no_per_batch_dispatch_to_the_callback(

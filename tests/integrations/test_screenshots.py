@@ -19,7 +19,11 @@ REPO = Path(__file__).resolve().parents[2]
 SCRIPT = REPO / "scripts" / "mlflow_ui_screenshots.py"
 PNG_MAGIC = b"\x89PNG\r\n\x1a\n"
 # name -> smallest (width, height) in pixels
-EXPECTED = {"mlflow-runs.png": (1200, 300), "mlflow-epoch-energy.png": (1000, 500)}
+EXPECTED = {
+    "mlflow-runs.png": (1200, 300),
+    "mlflow-epoch-energy.png": (1000, 500),
+    "mlflow-artifacts.png": (1000, 600),
+}
 TIMEOUT_S = 600
 
 pytestmark = pytest.mark.slow
