@@ -23,9 +23,9 @@ import json
 from collections.abc import Mapping, Sequence
 from typing import TYPE_CHECKING, Any
 
+from carbon_callbacks import humanize
 from carbon_callbacks._version import __version__
 from carbon_callbacks.sensors.base import METHOD_DESCRIPTIONS, energy_bounds, is_estimate
-from carbon_callbacks.units import G_PER_KG, WH_PER_KWH
 
 if TYPE_CHECKING:
     from carbon_callbacks.equivalents import Equivalent
@@ -158,7 +158,8 @@ def summary_json(summary: Mapping[str, Any]) -> bytes:
 
 
 def render_chart(summary: Mapping[str, Any]) -> bytes | None:
-    """A PNG of the energy (Wh) and emissions (g) of each epoch of `summary`, with each
+    """A PNG of the energy and emissions of each epoch of `summary` (in the units a person
+    reads for the values shown: mWh or Wh, mg or g...), with each
     epoch's range shaded when it is an estimate; None when matplotlib is not installed or the
     document has no epoch.
 
@@ -179,33 +180,44 @@ def render_chart(summary: Mapping[str, Any]) -> bytes | None:
     fig = Figure(figsize=(8, 5.5), dpi=100, layout="constrained")
     FigureCanvasAgg(fig)
     energy, emissions = fig.subplots(2, 1, sharex=True)
-    for axes, key, scale, label, color in (
-        (energy, "energy_kwh", WH_PER_KWH, "energy per epoch (Wh)", "C0"),
-        (emissions, "emissions_kg", G_PER_KG, f"emissions per epoch (g {unit})", "C2"),
+    for axes, key, ladder, what, color in (
+        (energy, "energy_kwh", humanize.ENERGY_KWH, "energy per epoch", "C0"),
+        (emissions, "emissions_kg", humanize.MASS_KG, "emissions per epoch", "C2"),
     ):
-        values = [row[key] * scale for row in rows]
-        low = [row.get(f"{key}_low", row[key]) * scale for row in rows]
-        high = [row.get(f"{key}_high", row[key]) * scale for row in rows]
+        # The unit a person reads for the largest value shown (mWh, Wh...; mg, g...).
+        name, size = humanize.pick_unit(
+            max(row.get(f"{key}_high", row[key]) for row in rows), ladder
+        )
+        values = [row[key] / size for row in rows]
+        low = [row.get(f"{key}_low", row[key]) / size for row in rows]
+        high = [row.get(f"{key}_high", row[key]) / size for row in rows]
         if low != values or high != values:
             axes.fill_between(x, low, high, color=color, alpha=0.2, label="range (estimated)")
-        axes.plot(x, values, marker="o", color=color, label=label.split(" (")[0])
-        axes.set_ylabel(label)
+        axes.plot(x, values, marker="o", color=color, label=what)
+        axes.set_ylabel(f"{what} ({name}{f' {unit}' if key == 'emissions_kg' else ''})")
         axes.set_ylim(bottom=0)
         axes.grid(alpha=0.3)
         axes.legend(loc="lower right", fontsize="small")
     emissions.set_xlabel("epoch")
     emissions.xaxis.set_major_locator(MaxNLocator(integer=True))
-    totals = summary.get("totals", {})
-    kind = "estimated" if summary.get("estimated") else "measured"
-    fig.suptitle(
-        f"{totals.get('energy_kwh', 0.0):.4g} kWh, {totals.get('emissions_kg', 0.0):.4g} kg "
-        f"{unit} in {len(rows)} epoch(s) ({kind}; "
-        f"{summary.get('intensity', {}).get('source', '')})",
-        fontsize="medium",
-    )
+    fig.suptitle(chart_title(summary), fontsize="medium")
     buffer = io.BytesIO()
     fig.savefig(buffer, format="png")
     return buffer.getvalue()
+
+
+def chart_title(summary: Mapping[str, Any]) -> str:
+    """The chart's title, e.g. ``"6 mWh, 0.27 mg CO2eq in 3 epoch(s) (estimated; Ember 2024)"``:
+    units a person reads, never scientific notation."""
+    unit = "CO2" if summary.get("intensity", {}).get("basis") == "co2-only" else "CO2eq"
+    totals = summary.get("totals", {})
+    kind = "estimated" if summary.get("estimated") else "measured"
+    source = str(summary.get("intensity", {}).get("source", "")).split("; ", 1)[0]
+    return (
+        f"{humanize.energy(totals.get('energy_kwh', 0.0))}, "
+        f"{humanize.emissions(totals.get('emissions_kg', 0.0), unit=unit)} in "
+        f"{len(summary.get('epochs') or [])} epoch(s) ({kind}; {source})"
+    )
 
 
 def artifact_files(summary: Mapping[str, Any]) -> dict[str, bytes]:

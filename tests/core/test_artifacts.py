@@ -23,6 +23,7 @@ from carbon_callbacks.artifacts import (
     FORMAT,
     SUMMARY_FILE,
     artifact_files,
+    chart_title,
     render_chart,
     summary_json,
 )
@@ -284,3 +285,19 @@ def test_a_failing_sink_never_reaches_training(tmp_path: Path) -> None:
     run_epochs(session, clock, [0])
     assert session.end() is not None  # the error is recorded, not raised
     assert any("disk full" in m for m in session.tracker.errors.messages())
+
+
+@pytest.mark.parametrize("kwh", [1e-9, 6e-6, 0.0034, 2.5, 1e4])
+def test_the_chart_title_is_in_units_a_person_reads(kwh: float) -> None:
+    doc = {
+        "epochs": [{"epoch": 0, "energy_kwh": kwh, "emissions_kg": kwh * 0.04144}],
+        "totals": {"energy_kwh": kwh, "emissions_kg": kwh * 0.04144},
+        "estimated": True,
+        "intensity": {"basis": "co2-only", "source": "China MEE/NBS 2023; not the series..."},
+    }
+    title = chart_title(doc)
+    assert "e-" not in title and "e+" not in title, title
+    assert " CO2 in 1 epoch(s) (estimated; China MEE/NBS 2023)" in title
+    assert chart_title({**doc, "totals": {"energy_kwh": 0.006, "emissions_kg": 0.00027}}) == (
+        "6 Wh, 270 mg CO2 in 1 epoch(s) (estimated; China MEE/NBS 2023)"
+    )
