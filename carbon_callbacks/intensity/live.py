@@ -24,6 +24,7 @@ from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
 from typing import NamedTuple
 
+from carbon_callbacks import humanize
 from carbon_callbacks.errors import ErrorLog
 from carbon_callbacks.intensity import cache, series
 from carbon_callbacks.intensity._http import (
@@ -232,7 +233,8 @@ class LiveIntensity:
         return (
             f"starting at {series.format_time(best.start, seconds=False)} ({label} forecast "
             f"{best.mean_g_per_kwh:.0f} g/kWh against {run:.0f} for this run) would have saved "
-            f"about {(run - best.mean_g_per_kwh) * 100.0 / run:.0f} % ({saved_kg:.2g} kg)"
+            f"about {(run - best.mean_g_per_kwh) * 100.0 / run:.0f} % "
+            f"({humanize.emissions(saved_kg, 2, 'CO2' if self.basis == 'co2-only' else 'CO2eq')})"
         )
 
     # -- the thread -------------------------------------------------------------------------

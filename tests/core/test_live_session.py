@@ -88,7 +88,7 @@ def test_a_session_with_electricity_maps(
     assert session.prediction is not None
     assert session.prediction.window == (
         "starting at 2026-03-02T13:00Z (Electricity Maps forecast 23 g/kWh against 73 for this "
-        "run) would have saved about 68 % (0.0045 kg)"
+        "run) would have saved about 68 % (4.5 g CO2eq)"
     )
     out = capsys.readouterr().out
     assert "would have saved about 68 %" in out
