@@ -50,6 +50,10 @@ T = TypeVar("T")
 # The journal record type of each sink method.
 _KINDS = {"log_tags": "tags", "log_metrics": "metrics", "log_artifacts": "artifacts"}
 
+# The state each run ended in, by the id of a sink target (`sink_id`) that wrote to it: a later
+# fit of this process into the same run continues from there (`_continue_or_reset`).
+_ENDED: dict[str, dict[str, Any]] = {}
+
 Plan = Callable[[int, float], "tuple[float, str] | None"]
 """``plan(epoch, mean_epoch_s)``: the epochs the run will have when it ends, and the limit
 that ends it (``"max_steps"``...), or None when only the configured epochs are known."""
@@ -114,7 +118,6 @@ class CarbonSession:
         self._step_offset = 0  # added to the framework's epoch (a new Trainer, same run)
         self._first_epoch = True  # no epoch ended yet in this fit
         self._targets: frozenset[str] = frozenset()  # the runs the sinks write to
-        self._last_run: dict[str, Any] | None = None  # what the previous fit ended with
         # The prediction's inputs: the epochs measured in this process, and the plan.
         self._measured: Measurement | None = None
         self._measured_epochs = 0
@@ -199,19 +202,21 @@ class CarbonSession:
             self._send_all("log_tags", tags)
 
     def _continue_or_reset(self) -> None:
-        """A fit into the run the previous fit of this session wrote to continues it: its
-        totals, journal and steps carry on (the run's cumulative keys keep counting, and no
-        step gets a second value). A checkpoint restored by `load_state_dict` continues too.
-        Anything else starts afresh."""
+        """A fit into a run an earlier fit of this process wrote to (this callback again, or a
+        new one: a new Trainer, `autolog`) continues it: its totals, journal and steps carry on
+        (the run's cumulative keys keep counting, and no step gets a second value). A
+        checkpoint restored by `load_state_dict` continues too. Anything else starts afresh."""
         self._targets = self._sink_targets()
-        last, self._last_run = self._last_run, None
         if self._restored:
             self._cumulative_upto = self._next_step - 1
             return
-        if last is not None and self._targets and self._targets == last["targets"]:
+        ended = {id(_ENDED[t]): _ENDED[t] for t in self._targets if t in _ENDED}
+        if len(ended) == 1 and all(t in _ENDED for t in self._targets):
+            (last,) = ended.values()
             self.tracker.load_state_dict(last["tracker"])
             self._next_step = last["next_step"]
             self._cumulative_upto = last["cumulative_upto"]
+            self._epochs = list(last["epochs"])
             return
         self._next_step, self._cumulative_upto, self._step_offset = 0, -1, 0
         self._epochs = []
@@ -315,12 +320,14 @@ class CarbonSession:
                 )
                 if self.summary_document is not None:
                     self._send_all("log_artifacts", self.summary_document)
-        self._last_run = {
+        ended = {
             "tracker": self.tracker.state_dict(),
-            "targets": self._targets,
             "next_step": self._next_step,
             "cumulative_upto": self._cumulative_upto,
+            "epochs": list(self._epochs),
         }
+        for target in self._targets:
+            _ENDED[target] = ended
         self._close_sinks()
         if totals is not None and self.is_logging_rank:
             self._summarize(totals, eqs)

@@ -323,6 +323,20 @@ def test_a_new_trainer_on_the_same_logger_continues_the_steps(
     assert_one_run_one_total(MlflowClient(sqlite_uri), logger.run_id, 4, fit_ends=(2,))
 
 
+def test_a_new_callback_on_the_same_logger_continues_the_run(
+    sqlite_uri: str, tmp_path: Path, tracker_kwargs: dict[str, Any]
+) -> None:
+    # A new Trainer and a new callback (as `autolog` adds to every Trainer), the same run.
+    logger = MLFlowLogger(experiment_name="lightning", tracking_uri=sqlite_uri)
+    for _ in range(2):
+        clock = StepClock()
+        callback = CarbonCallback(**tracker_kwargs, clock=clock, summary=False)
+        clocked(tmp_path, logger, callback, clock, 2).fit(TinyModel())
+    assert logger.run_id is not None
+    assert callback.session.totals.energy_kwh == pytest.approx(4 * EPOCH_KWH, rel=1e-12)
+    assert_one_run_one_total(MlflowClient(sqlite_uri), logger.run_id, 4, fit_ends=(2,))
+
+
 def test_a_crash_then_a_resume_into_the_same_run_counts_each_epoch_once(
     sqlite_uri: str, tmp_path: Path, tracker_kwargs: dict[str, Any]
 ) -> None:
