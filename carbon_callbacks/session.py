@@ -54,6 +54,12 @@ _KINDS = {"log_tags": "tags", "log_metrics": "metrics", "log_artifacts": "artifa
 # fit of this process into the same run continues from there (`_continue_or_reset`).
 _ENDED: dict[str, dict[str, Any]] = {}
 
+
+def forget_runs() -> None:
+    """Forget the runs earlier trainings of this process ended in: the next training into one
+    of them starts its own count (tests, whose fake sinks share a target)."""
+    _ENDED.clear()
+
 Plan = Callable[[int, float], "tuple[float, str] | None"]
 """``plan(epoch, mean_epoch_s)``: the epochs the run will have when it ends, and the limit
 that ends it (``"max_steps"``...), or None when only the configured epochs are known."""
@@ -331,6 +337,11 @@ class CarbonSession:
         self._close_sinks()
         if totals is not None and self.is_logging_rank:
             self._summarize(totals, eqs)
+        # Every rank leaves together: a rank that exits while rank 0 still flushes its sinks
+        # tears its side of the process group down under a live peer (gloo aborted so, now and
+        # then, under load). After `fail`, the other ranks may be gone: no collective then.
+        if not interrupted:
+            self._guard("tracker:wait", self.tracker.wait_for_ranks)
         return totals
 
     def fail(self, exc: BaseException, epoch: int | None = None) -> Measurement | None:

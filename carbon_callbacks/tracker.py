@@ -724,6 +724,14 @@ class Tracker:
         self._totals = None
         self.lap_count = int(state.get("lap_count", 0))
 
+    def wait_for_ranks(self) -> None:
+        """Wait until every rank of a distributed run reaches this call (nothing without a
+        reducer, or after `local_only`): the session calls it when training ends, after global
+        rank 0 has flushed its sinks, so that the ranks leave training together rather than
+        one tearing the process group down while rank 0 still writes."""
+        if self._reducer is not None:
+            self._barrier()
+
     # -- internals -----------------------------------------------------------------------
 
     def _barrier(self) -> None:

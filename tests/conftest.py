@@ -9,6 +9,7 @@ from collections.abc import Iterator
 
 import pytest
 
+from carbon_callbacks.session import forget_runs
 from tests.fakes.replay import EM_KEY, WT_PASSWORD, WT_USER, ReplayServer
 
 # Tracking clients and hubs phone home unless told not to; tests contact nothing but 127.0.0.1.
@@ -32,6 +33,7 @@ def _clean_env(monkeypatch: pytest.MonkeyPatch, tmp_path_factory: pytest.TempPat
     for name in ("ELECTRICITYMAPS_API_KEY", "WATTTIME_USERNAME", "WATTTIME_PASSWORD"):
         monkeypatch.delenv(name, raising=False)
     monkeypatch.setenv("CARBON_CALLBACKS_OUTPUT_DIR", str(tmp_path_factory.mktemp("journal")))
+    forget_runs()  # a run one test ended in is not continued by the next (fakes share targets)
 
 
 class NetworkBlocked(AssertionError):
