@@ -60,6 +60,7 @@ def forget_runs() -> None:
     of them starts its own count (tests, whose fake sinks share a target)."""
     _ENDED.clear()
 
+
 Plan = Callable[[int, float], "tuple[float, str] | None"]
 """``plan(epoch, mean_epoch_s)``: the epochs the run will have when it ends, and the limit
 that ends it (``"max_steps"``...), or None when only the configured epochs are known."""
