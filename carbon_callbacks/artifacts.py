@@ -25,6 +25,7 @@ from typing import TYPE_CHECKING, Any
 
 from carbon_callbacks import humanize
 from carbon_callbacks._version import __version__
+from carbon_callbacks.outputs import short_source
 from carbon_callbacks.sensors.base import METHOD_DESCRIPTIONS, energy_bounds, is_estimate
 
 if TYPE_CHECKING:
@@ -175,7 +176,7 @@ def render_chart(summary: Mapping[str, Any]) -> bytes | None:
         from matplotlib.ticker import MaxNLocator
     except ImportError:
         return None
-    unit = "CO2" if summary.get("intensity", {}).get("basis") == "co2-only" else "CO2eq"
+    unit = humanize.emissions_unit(str(summary.get("intensity", {}).get("basis", "")))
     x = [row["epoch"] for row in rows]
     fig = Figure(figsize=(8, 5.5), dpi=100, layout="constrained")
     FigureCanvasAgg(fig)
@@ -209,10 +210,10 @@ def render_chart(summary: Mapping[str, Any]) -> bytes | None:
 def chart_title(summary: Mapping[str, Any]) -> str:
     """The chart's title, e.g. ``"6 mWh, 0.27 mg CO2eq in 3 epoch(s) (estimated; Ember 2024)"``:
     units a person reads, never scientific notation."""
-    unit = "CO2" if summary.get("intensity", {}).get("basis") == "co2-only" else "CO2eq"
+    unit = humanize.emissions_unit(str(summary.get("intensity", {}).get("basis", "")))
     totals = summary.get("totals", {})
     kind = "estimated" if summary.get("estimated") else "measured"
-    source = str(summary.get("intensity", {}).get("source", "")).split("; ", 1)[0]
+    source = short_source(str(summary.get("intensity", {}).get("source", "")))
     return (
         f"{humanize.energy(totals.get('energy_kwh', 0.0))}, "
         f"{humanize.emissions(totals.get('emissions_kg', 0.0), unit=unit)} in "

@@ -153,7 +153,7 @@ def main(argv: Sequence[str] | None = None) -> int:
 
 def _detect(args: argparse.Namespace) -> int:
     from carbon_callbacks.hardware import hardware_metadata
-    from carbon_callbacks.outputs import emissions_unit
+    from carbon_callbacks.humanize import emissions_unit
     from carbon_callbacks.tracker import Tracker
 
     with warnings.catch_warnings(record=True) as caught:

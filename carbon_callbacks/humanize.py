@@ -100,6 +100,12 @@ def mass(kg: float, digits: int = 3) -> str:
     return quantity(kg, MASS_KG, digits)
 
 
+def emissions_unit(basis: str) -> str:
+    """``"CO2"`` for an intensity that counts combustion CO2 only (basis ``"co2-only"``),
+    else ``"CO2eq"``: a CO2-only figure is never printed as CO2eq."""
+    return "CO2" if basis == "co2-only" else "CO2eq"
+
+
 def emissions(kg: float, digits: int = 3, unit: str = "CO2eq") -> str:
     """Emissions given in kg CO2eq, e.g. ``emissions(0.0025) == "2.5 g CO2eq"``; `unit`
     ``"CO2"`` for an intensity that counts combustion CO2 only."""

@@ -176,7 +176,7 @@ def summary(
     ... in 5.2 min"``, see `carbon_callbacks.humanize`); the metrics keep kWh and kg. An
     intensity that counts combustion CO2 only is printed as CO2, never CO2eq.
     """
-    unit = emissions_unit(totals.intensity_basis)
+    unit = humanize.emissions_unit(totals.intensity_basis)
     kind = "estimated" if totals.estimated else "measured"
     effective = " effective" if totals.mixed_intensity else ""
     energy = _with_range(
@@ -237,11 +237,6 @@ def summary(
 def short_source(source: str) -> str:
     """A source without its caveat (the text after ``"; "``, kept in the tags and docs)."""
     return source.split("; ", 1)[0]
-
-
-def emissions_unit(basis: str) -> str:
-    """``"CO2"`` for an intensity that counts combustion CO2 only, else ``"CO2eq"``."""
-    return "CO2" if basis == "co2-only" else "CO2eq"
 
 
 def _with_range(

@@ -239,7 +239,7 @@ def advice_line(totals: Measurement, intensity: Intensity) -> str | None:
     if not found:
         return None
     best = found[0]
-    unit = "CO2" if best.basis == "co2-only" else "CO2eq"
+    unit = humanize.emissions_unit(best.basis)
     line = (
         f"the same run in {best.region} would have emitted about "
         f"{humanize.emissions(best.emissions_kg, 2, unit)} ({best.change_pct:+.0f} %)"

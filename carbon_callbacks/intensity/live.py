@@ -234,7 +234,7 @@ class LiveIntensity:
             f"starting at {series.format_time(best.start, seconds=False)} ({label} forecast "
             f"{best.mean_g_per_kwh:.0f} g/kWh against {run:.0f} for this run) would have saved "
             f"about {(run - best.mean_g_per_kwh) * 100.0 / run:.0f} % "
-            f"({humanize.emissions(saved_kg, 2, 'CO2' if self.basis == 'co2-only' else 'CO2eq')})"
+            f"({humanize.emissions(saved_kg, 2, humanize.emissions_unit(self.basis))})"
         )
 
     # -- the thread -------------------------------------------------------------------------

@@ -42,6 +42,7 @@ from carbon_callbacks.sensors.base import (
 from carbon_callbacks.sensors.base import SensorUnavailable as Unavailable
 from carbon_callbacks.sensors.gpu_estimate import gpu_power_w, gpu_tdp
 from carbon_callbacks.sensors.gpu_select import Device, probe_mode, select_devices
+from carbon_callbacks.sensors.sampled import SamplerThread
 from carbon_callbacks.units import MJ_PER_J, MW_PER_W
 
 logger = logging.getLogger(__name__)
@@ -118,11 +119,18 @@ class NvmlSensor:
         self.errors = ErrorLog()
         # (uuid, from, to): tracker-clock seconds in which a counter restart lost energy.
         self.lost_intervals: list[tuple[str, float, float]] = []
-        self._interval = sample_interval_s
-        self._clock = clock
         self._lock = threading.Lock()
-        self._stop = threading.Event()
-        self._thread: threading.Thread | None = None
+        self._sampler = (
+            None
+            if not sample_interval_s
+            else SamplerThread(
+                self.sample,
+                self._keep_error,
+                interval_s=sample_interval_s,
+                clock=clock,
+                name="carbon-callbacks-gpu-sampler",
+            )  # fmt: skip
+        )
         self._error: str | None = None
         self._closed = False
         self._t0 = 0.0
@@ -135,7 +143,7 @@ class NvmlSensor:
     @property
     def sampling(self) -> bool:
         """Whether the sampler thread is running."""
-        return self._thread is not None and self._thread.is_alive()
+        return self._sampler is not None and self._sampler.running
 
     def bind_errors(self, errors: ErrorLog) -> None:
         """Record counter restarts in `errors` (the tracker's log) from now on."""
@@ -201,25 +209,17 @@ class NvmlSensor:
             self._sample(now)
         # Constant estimates (no utilisation) integrate exactly without samples in between.
         varying = [d for d in self._sampled if d.mode == "power" or d.has_util]
-        if varying and self._interval and self._thread is None and not self._closed:
-            self._thread = threading.Thread(
-                target=self._run, name="carbon-callbacks-gpu-sampler", daemon=True
-            )
-            self._thread.start()
+        if varying and self._sampler is not None and not self._closed:
+            self._sampler.start()
 
     def sample(self, now: float) -> None:
         """Take one power sample at `now` (the thread does this every interval)."""
         with self._lock:
             self._sample(now)
 
-    def _run(self) -> None:
-        assert self._interval is not None
-        while not self._stop.wait(self._interval):
-            try:
-                self.sample(self._clock())
-            except Exception as exc:  # never let the thread die; report at the next read
-                with self._lock:
-                    self._error = f"NVML: power sampling failed: {exc}"
+    def _keep_error(self, exc: Exception) -> None:
+        with self._lock:
+            self._error = f"NVML: power sampling failed: {exc}"
 
     def energy_j(self, now: float) -> float:
         """Joules since ``start()``: counter progress plus power integrated up to `now`."""
@@ -247,9 +247,8 @@ class NvmlSensor:
         if self._closed:
             return
         self._closed = True
-        self._stop.set()
-        if self._thread is not None:
-            self._thread.join(timeout=2.0)
+        if self._sampler is not None:
+            self._sampler.stop()
         try:
             self._nv.nvmlShutdown()
         except Exception as exc:  # shutting down must not raise

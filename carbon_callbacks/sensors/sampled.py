@@ -20,6 +20,50 @@ from carbon_callbacks.sensors.base import Component, SensorError
 logger = logging.getLogger(__name__)
 
 
+class SamplerThread:
+    """One daemon thread that calls ``sample(clock())`` every `interval_s` until `stop()`.
+
+    A sample that raises does not end it: ``on_error(exc)`` keeps the failure for the owning
+    sensor's next read. Shared by `SampledPowerSensor` and the NVML sensor's power samples.
+    """
+
+    def __init__(
+        self,
+        sample: Callable[[float], None],
+        on_error: Callable[[Exception], None],
+        *,
+        interval_s: float,
+        clock: Callable[[], float],
+        name: str,
+    ) -> None:
+        self._sample, self._on_error = sample, on_error
+        self._interval_s, self._clock, self._name = interval_s, clock, name
+        self._stop = threading.Event()
+        self._thread: threading.Thread | None = None
+
+    @property
+    def running(self) -> bool:
+        return self._thread is not None and self._thread.is_alive()
+
+    def start(self) -> None:
+        """Start the thread (once; not after `stop`)."""
+        if self._thread is None and not self._stop.is_set():
+            self._thread = threading.Thread(target=self._run, name=self._name, daemon=True)
+            self._thread.start()
+
+    def stop(self) -> None:
+        self._stop.set()
+        if self._thread is not None:
+            self._thread.join(timeout=2.0)
+
+    def _run(self) -> None:
+        while not self._stop.wait(self._interval_s):
+            try:
+                self._sample(self._clock())
+            except Exception as exc:  # never let the thread die; the owner reports it
+                self._on_error(exc)
+
+
 class SampledPowerSensor:
     """Energy of one component as the integral of ``read_w()`` (watts) over time.
 
@@ -55,12 +99,19 @@ class SampledPowerSensor:
         self.method = method
         self.name = name
         self._read_w = read_w
-        self._interval = sample_interval_s
-        self._clock = clock
         self._close_source = close_source
         self._lock = threading.Lock()
-        self._stop = threading.Event()
-        self._thread: threading.Thread | None = None
+        self._sampler = (
+            None
+            if not sample_interval_s
+            else SamplerThread(
+                self.sample,
+                self._keep_error,
+                interval_s=sample_interval_s,
+                clock=clock,
+                name="carbon-callbacks-power-sampler",
+            )  # fmt: skip
+        )
         self._error: str | None = None
         self._closed = False
         self._last_t: float | None = None
@@ -70,7 +121,7 @@ class SampledPowerSensor:
     @property
     def sampling(self) -> bool:
         """Whether the sampler thread is running."""
-        return self._thread is not None and self._thread.is_alive()
+        return self._sampler is not None and self._sampler.running
 
     def _sample(self, now: float) -> None:
         if self._last_t is not None and now <= self._last_t:
@@ -88,25 +139,17 @@ class SampledPowerSensor:
             self._error = None
             self._last_t, self._energy_j = None, 0.0
             self._sample(now)
-        if self._interval and self._thread is None and not self._closed:
-            self._thread = threading.Thread(
-                target=self._run, name="carbon-callbacks-power-sampler", daemon=True
-            )
-            self._thread.start()
+        if self._sampler is not None and not self._closed:
+            self._sampler.start()
 
     def sample(self, now: float) -> None:
         """Take one power sample at `now` (the thread does this every interval)."""
         with self._lock:
             self._sample(now)
 
-    def _run(self) -> None:
-        assert self._interval is not None
-        while not self._stop.wait(self._interval):
-            try:
-                self.sample(self._clock())
-            except Exception as exc:  # never let the thread die; report at the next read
-                with self._lock:
-                    self._error = str(exc)
+    def _keep_error(self, exc: Exception) -> None:
+        with self._lock:
+            self._error = str(exc)
 
     def energy_j(self, now: float) -> float:
         """Joules since ``start()``: the samples integrated up to `now`."""
@@ -123,9 +166,8 @@ class SampledPowerSensor:
         if self._closed:
             return
         self._closed = True
-        self._stop.set()
-        if self._thread is not None:
-            self._thread.join(timeout=2.0)
+        if self._sampler is not None:
+            self._sampler.stop()
         if self._close_source is not None:
             try:
                 self._close_source()
